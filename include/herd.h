@@ -1,0 +1,202 @@
+/*
+ * herd.h - the one public header of libherd.
+ *
+ * Nothing outside this file is public: every other header under src/ is internal and may change
+ * at any time. Unstable extras, if any, live in herd/experimental.h under a herd_x_ prefix.
+ *
+ * herd is the communication core of data-parallel training. A program hands herd named tensors
+ * as their gradients become ready; a background coordinator thread agrees with every other rank
+ * which tensors are ready everywhere, packs them into fused MPI collectives and completes a
+ * handle that the caller polls or waits on.
+ *
+ * Only ctypes-safe types cross this boundary: int, int64_t, size_t, const char *, void *. No
+ * struct is passed by value, no bool, no varargs, no long. Every function returns an int status
+ * (0 OK, HERD_INPROGRESS only from herd_poll_handle, negative on error) unless it is a plain
+ * query (herd_rank, herd_strerror, ...). After an error, herd_last_error() on the same thread
+ * returns a message that names the tensor, the ranks and the values involved.
+ *
+ * Copyright 2026 The herd authors. SPDX-License-Identifier: Apache-2.0
+ */
+#ifndef HERD_H
+#define HERD_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#if defined(_WIN32)
+#define HERD_API
+#elif defined(__GNUC__) || defined(__clang__)
+#define HERD_API __attribute__((visibility("default")))
+#else
+#define HERD_API
+#endif
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* Version of this header's ABI. herd_abi_version() returns the library's; they must match. */
+#define HERD_ABI_VERSION 1
+#define HERD_VERSION_MAJOR 0
+#define HERD_VERSION_MINOR 1
+#define HERD_VERSION_PATCH 0
+
+/* A handle names one submitted operation. 0 is never a valid handle. Handles carry a generation
+ * counter: a stale, forged or already-waited handle is refused with HERD_ERR_NOT_FOUND. */
+typedef int64_t herd_handle_t;
+
+/* Status codes. Values are pinned forever. */
+enum {
+    HERD_OK = 0,
+    HERD_INPROGRESS = 1,         /* only from herd_poll_handle */
+    HERD_ERR_INVALID_ARG = -1,   /* a bad argument: NULL, negative count, unknown dtype/op... */
+    HERD_ERR_INVALID_USAGE = -2, /* the right call at the wrong time: before init, duplicate... */
+    HERD_ERR_NOT_FOUND = -3,     /* unknown, stale or already-waited handle */
+    HERD_ERR_NOT_SUPPORTED = -4, /* e.g. a CUDA device in a build without GPU support */
+    HERD_ERR_NO_MEMORY = -5,     /* an allocation or a fixed table ran out */
+    HERD_ERR_BACKEND = -6,       /* MPI (or NCCL/CUDA) failed; its own text is in the message */
+    HERD_ERR_MISMATCH = -7,      /* ranks disagree about a tensor's count, dtype, op or root */
+    HERD_ERR_TIMEOUT = -8,       /* a wait's own timeout passed; the handle stays valid */
+    HERD_ERR_SHUTDOWN = -9,      /* the operation was pending when herd shut down */
+    HERD_ERR_INTERNAL = -10      /* a bug in herd; please report it with the message */
+};
+
+/* Element types. Values are pinned forever. */
+enum {
+    HERD_UINT8 = 0,
+    HERD_INT8 = 1,
+    HERD_INT32 = 2,
+    HERD_INT64 = 3,
+    HERD_FLOAT16 = 4,  /* IEEE 754 binary16 */
+    HERD_BFLOAT16 = 5, /* bfloat16 */
+    HERD_FLOAT32 = 6,
+    HERD_FLOAT64 = 7
+};
+
+/* Reduction operations. Values are pinned forever. */
+enum {
+    HERD_SUM = 0,
+    HERD_AVERAGE = 1, /* sum, then divide by the number of ranks; integers truncate toward 0 */
+    HERD_MIN = 2,
+    HERD_MAX = 3,
+    HERD_PRODUCT = 4
+};
+
+/* Where a buffer lives: host memory, or (>= 0) a CUDA device ordinal. */
+enum { HERD_DEVICE_CPU = -1 };
+
+/* Longest tensor name in bytes, not counting the terminating NUL. */
+enum { HERD_MAX_NAME_LEN = 255 };
+
+/*
+ * Initialises herd: reads the HERD_* environment variables, initialises MPI if the program has
+ * not (MPI_Init_thread with MPI_THREAD_MULTIPLE; herd then finalises it at shutdown), duplicates
+ * MPI_COMM_WORLD for its own traffic and starts the coordinator thread. A bad HERD_* value fails
+ * with HERD_ERR_INVALID_ARG and names the variable. Calling it again while initialised is
+ * HERD_ERR_INVALID_USAGE. Every rank must call it.
+ * Thread safety: call from one thread, the same one that later calls herd_shutdown.
+ */
+HERD_API int herd_init(void);
+
+/*
+ * Collective: returns once every rank has called it. Operations every rank submitted before
+ * shutting down complete normally; operations some ranks never submitted fail with
+ * HERD_ERR_SHUTDOWN and their waiters wake. Finalises MPI only if herd initialised it.
+ * Idempotent: calling it when not initialised returns HERD_OK. Handles completed before the
+ * shutdown can still be waited on afterwards.
+ * Thread safety: call from the thread that called herd_init, with no other thread submitting.
+ */
+HERD_API int herd_shutdown(void);
+
+/* 1 when initialised, else 0. Thread safety: any thread. */
+HERD_API int herd_initialized(void);
+
+/* This process's rank and the number of ranks in MPI_COMM_WORLD; -1 when not initialised.
+ * Thread safety: any thread. */
+HERD_API int herd_rank(void);
+HERD_API int herd_size(void);
+
+/* Rank and size among the ranks on this host (shared-memory node); -1 when not initialised.
+ * Thread safety: any thread. */
+HERD_API int herd_local_rank(void);
+HERD_API int herd_local_size(void);
+
+/*
+ * Declares a tensor name ahead of its first use and returns its key (a small non-negative
+ * integer, local to this process). Declaring is optional: push_pull and broadcast declare the
+ * names they meet. Declaration order is priority: when several tensors are ready at once, those
+ * declared earlier are reduced first. Ranks should declare in the same order (a framework's
+ * parameter order); where they differ, rank 0's order decides. Declaring a name twice returns
+ * the same key.
+ * Thread safety: any thread.
+ */
+HERD_API int herd_declare_tensor(const char *name, int64_t *key_out);
+
+/*
+ * Allreduce: combines `count` elements of `dtype` from every rank with `op` and writes the result
+ * to `recvbuf` on every rank. `sendbuf == recvbuf` reduces in place; out of place, `sendbuf` is
+ * only read, never written. Every rank must submit the same name with the same count, dtype and
+ * op; a disagreement completes the operation with HERD_ERR_MISMATCH on every rank.
+ * `count` may be 0 (buffers may then be NULL). Buffers must be aligned for their dtype.
+ * Ownership: both buffers stay owned by the caller, and must stay valid (and `sendbuf`
+ * unmodified) until the handle completes. The same name may not be submitted again on this rank
+ * while a previous submission of it is in flight (HERD_ERR_INVALID_USAGE).
+ * `device` is HERD_DEVICE_CPU; a CUDA ordinal is HERD_ERR_NOT_SUPPORTED in this build.
+ * Thread safety: any thread, concurrently with other submissions and waits.
+ */
+HERD_API int herd_push_pull(const char *name, const void *sendbuf, void *recvbuf, int64_t count,
+                            int dtype, int op, int device, herd_handle_t *handle_out);
+
+/*
+ * Broadcast: copies `count` elements of `dtype` from `buf` on rank `root` into `buf` on every
+ * other rank. Every rank must agree on name, count, dtype and root (else HERD_ERR_MISMATCH on
+ * every rank). Ownership: `buf` stays the caller's and must stay valid, and on the root
+ * unmodified, until the handle completes.
+ * Thread safety: any thread, concurrently with other submissions and waits.
+ */
+HERD_API int herd_broadcast(const char *name, void *buf, int64_t count, int dtype, int root,
+                            int device, herd_handle_t *handle_out);
+
+/*
+ * Returns HERD_INPROGRESS while the operation runs, then its final status (HERD_OK or an error).
+ * Never blocks and never releases the handle: wait on it once to release it.
+ * Thread safety: any thread; lock-free.
+ */
+HERD_API int herd_poll_handle(herd_handle_t handle);
+
+/*
+ * Blocks until the operation completes or `timeout_ms` passes (-1 waits forever, 0 only checks),
+ * sleeping on a condition variable. On completion returns the operation's status and releases
+ * the handle: waiting on it again is HERD_ERR_NOT_FOUND. On HERD_ERR_TIMEOUT the handle stays
+ * valid and may be waited on again.
+ * Thread safety: any thread; two threads waiting on one handle get it once, the other
+ * HERD_ERR_NOT_FOUND.
+ */
+HERD_API int herd_wait_handle(herd_handle_t handle, int64_t timeout_ms);
+
+/* A constant sentence describing a status code ("unknown status" for others).
+ * Thread safety: any thread. */
+HERD_API const char *herd_strerror(int status);
+
+/* The status code's name, e.g. "HERD_ERR_MISMATCH". Thread safety: any thread. */
+HERD_API const char *herd_status_name(int status);
+
+/* The message of the last error on this thread ("" if none). Valid until the thread's next herd
+ * call. Thread safety: per thread. */
+HERD_API const char *herd_last_error(void);
+
+/* HERD_ABI_VERSION of the built library. Thread safety: any thread. */
+HERD_API int herd_abi_version(void);
+
+/* The release version as "MAJOR.MINOR.PATCH". Thread safety: any thread. */
+HERD_API const char *herd_version(void);
+
+/* Bytes per element of `dtype`, or HERD_ERR_INVALID_ARG for an unknown dtype.
+ * Thread safety: any thread. */
+HERD_API int herd_dtype_size(int dtype);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* HERD_H */

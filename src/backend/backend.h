@@ -1,0 +1,27 @@
+/* backend/backend.h - the data plane behind one small vtable: the MPI backend (host memory) now,
+ * NCCL (GPU memory) later. Backends run on the coordinator thread only. Errors are returned as
+ * herd status with the backend's own text in this thread's last error. */
+#ifndef HERD_BACKEND_H
+#define HERD_BACKEND_H
+
+#include <stdint.h>
+
+typedef struct herd_backend herd_backend_t;
+
+struct herd_backend {
+    const char *name;
+    /* recv[i] = op over ranks of send[i], for count elements. send == recv reduces in place.
+     * HERD_AVERAGE divides by the number of ranks (integers truncate toward zero). */
+    int (*allreduce)(herd_backend_t *be, const void *send, void *recv, int64_t count, int dtype,
+                     int op);
+    /* buf on every rank = buf on root. */
+    int (*broadcast)(herd_backend_t *be, void *buf, int64_t count, int dtype, int root);
+    void (*destroy)(herd_backend_t *be);
+};
+
+/* The MPI backend over a duplicate of *world (an MPI_Comm). `chunk_bytes` > 0 splits a
+ * collective into pieces of at most that many bytes; 0 sends each in one call (pieces are still
+ * cut at INT_MAX elements, MPI's count limit). Called on the application thread during init. */
+int herd__backend_mpi_create(herd_backend_t **out, const void *world, int64_t chunk_bytes);
+
+#endif

@@ -1,0 +1,163 @@
+/* backend/mpi.c - host-memory collectives with MPI. fp16 and bf16 reduce through user-defined MPI
+ * operations that combine pairs in float32 and round to nearest even; AVERAGE is a sum followed by
+ * a division, done piece by piece while the piece is still in cache. */
+#include <limits.h>
+#include <mpi.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+#include "backend/backend.h"
+#include "dtype.h"
+#include "herd.h"
+#include "status.h"
+
+typedef struct mpi_backend {
+    herd_backend_t base;
+    MPI_Comm comm;
+    int size;
+    int64_t chunk_bytes;
+    MPI_Op half_ops[2][HERD_NUM_OPS]; /* [0] fp16, [1] bf16; AVERAGE uses SUM's */
+} mpi_backend_t;
+
+#define HALF_OP(fn, dtype, op)                                                                 \
+    static void fn(void *in, void *inout, int *len, MPI_Datatype *type)                       \
+    {                                                                                          \
+        (void)type;                                                                            \
+        herd__half_combine(dtype, op, in, inout, (size_t)*len);                                \
+    }
+HALF_OP(fp16_sum, HERD_FLOAT16, HERD_SUM)
+HALF_OP(fp16_min, HERD_FLOAT16, HERD_MIN)
+HALF_OP(fp16_max, HERD_FLOAT16, HERD_MAX)
+HALF_OP(fp16_prod, HERD_FLOAT16, HERD_PRODUCT)
+HALF_OP(bf16_sum, HERD_BFLOAT16, HERD_SUM)
+HALF_OP(bf16_min, HERD_BFLOAT16, HERD_MIN)
+HALF_OP(bf16_max, HERD_BFLOAT16, HERD_MAX)
+HALF_OP(bf16_prod, HERD_BFLOAT16, HERD_PRODUCT)
+
+static MPI_Datatype mpi_type(int dtype)
+{
+    switch (dtype) {
+    case HERD_UINT8: return MPI_UINT8_T;
+    case HERD_INT8: return MPI_INT8_T;
+    case HERD_INT32: return MPI_INT32_T;
+    case HERD_INT64: return MPI_INT64_T;
+    case HERD_FLOAT16: return MPI_UINT16_T;
+    case HERD_BFLOAT16: return MPI_UINT16_T;
+    case HERD_FLOAT32: return MPI_FLOAT;
+    default: return MPI_DOUBLE;
+    }
+}
+
+static MPI_Op mpi_op(const mpi_backend_t *m, int dtype, int op)
+{
+    if (op == HERD_AVERAGE)
+        op = HERD_SUM;
+    if (dtype == HERD_FLOAT16 || dtype == HERD_BFLOAT16)
+        return m->half_ops[dtype == HERD_BFLOAT16][op];
+    switch (op) {
+    case HERD_MIN: return MPI_MIN;
+    case HERD_MAX: return MPI_MAX;
+    case HERD_PRODUCT: return MPI_PROD;
+    default: return MPI_SUM;
+    }
+}
+
+static int mpi_failed(int rc, const char *what)
+{
+    char text[MPI_MAX_ERROR_STRING];
+    int len = 0;
+    if (MPI_Error_string(rc, text, &len) != MPI_SUCCESS)
+        snprintf(text, sizeof text, "MPI error %d", rc);
+    return herd__status_set(HERD_ERR_BACKEND, "%s failed: %s", what, text);
+}
+
+/* Elements per piece: chunk_bytes worth, at least one, at most INT_MAX. */
+static int64_t piece_elems(const mpi_backend_t *m, size_t esize)
+{
+    int64_t n = m->chunk_bytes > 0 ? m->chunk_bytes / (int64_t)esize : INT_MAX;
+    if (n < 1)
+        n = 1;
+    return n > INT_MAX ? INT_MAX : n;
+}
+
+static int mpi_allreduce(herd_backend_t *be, const void *send, void *recv, int64_t count,
+                         int dtype, int op)
+{
+    mpi_backend_t *m = (mpi_backend_t *)be;
+    size_t esize = herd__dtype_size(dtype);
+    int64_t step = piece_elems(m, esize);
+    MPI_Datatype type = mpi_type(dtype);
+    MPI_Op mop = mpi_op(m, dtype, op);
+    for (int64_t off = 0; off < count; off += step) {
+        int n = (int)(count - off < step ? count - off : step);
+        char *out = (char *)recv + (size_t)off * esize;
+        const void *in = send == recv ? MPI_IN_PLACE : (const char *)send + (size_t)off * esize;
+        int rc = MPI_Allreduce(in, out, n, type, mop, m->comm);
+        if (rc != MPI_SUCCESS)
+            return mpi_failed(rc, "MPI_Allreduce");
+        if (op == HERD_AVERAGE)
+            herd__dtype_divide(dtype, out, (size_t)n, m->size);
+    }
+    return HERD_OK;
+}
+
+static int mpi_broadcast(herd_backend_t *be, void *buf, int64_t count, int dtype, int root)
+{
+    mpi_backend_t *m = (mpi_backend_t *)be;
+    int64_t bytes = count * (int64_t)herd__dtype_size(dtype);
+    int64_t step = piece_elems(m, 1);
+    for (int64_t off = 0; off < bytes; off += step) {
+        int n = (int)(bytes - off < step ? bytes - off : step);
+        int rc = MPI_Bcast((char *)buf + off, n, MPI_BYTE, root, m->comm);
+        if (rc != MPI_SUCCESS)
+            return mpi_failed(rc, "MPI_Bcast");
+    }
+    return HERD_OK;
+}
+
+static void mpi_destroy(herd_backend_t *be)
+{
+    mpi_backend_t *m = (mpi_backend_t *)be;
+    for (int h = 0; h < 2; h++)
+        for (int op = 0; op < HERD_NUM_OPS; op++)
+            if (m->half_ops[h][op] != MPI_OP_NULL)
+                MPI_Op_free(&m->half_ops[h][op]);
+    if (m->comm != MPI_COMM_NULL)
+        MPI_Comm_free(&m->comm);
+    free(m);
+}
+
+int herd__backend_mpi_create(herd_backend_t **out, const void *world, int64_t chunk_bytes)
+{
+    mpi_backend_t *m = calloc(1, sizeof *m);
+    if (m == NULL)
+        return herd__status_set(HERD_ERR_NO_MEMORY, "cannot allocate the MPI backend");
+    m->base = (herd_backend_t){.name = "mpi", .allreduce = mpi_allreduce,
+                               .broadcast = mpi_broadcast, .destroy = mpi_destroy};
+    m->chunk_bytes = chunk_bytes;
+    for (int h = 0; h < 2; h++)
+        for (int op = 0; op < HERD_NUM_OPS; op++)
+            m->half_ops[h][op] = MPI_OP_NULL;
+    int rc = MPI_Comm_dup(*(const MPI_Comm *)world, &m->comm);
+    if (rc != MPI_SUCCESS) {
+        m->comm = MPI_COMM_NULL;
+        mpi_destroy(&m->base);
+        return mpi_failed(rc, "MPI_Comm_dup for the data plane");
+    }
+    MPI_Comm_set_errhandler(m->comm, MPI_ERRORS_RETURN);
+    MPI_Comm_size(m->comm, &m->size);
+    MPI_User_function *fns[2][HERD_NUM_OPS] = {
+        {fp16_sum, fp16_sum, fp16_min, fp16_max, fp16_prod},
+        {bf16_sum, bf16_sum, bf16_min, bf16_max, bf16_prod}};
+    for (int h = 0; h < 2; h++) {
+        for (int op = 0; op < HERD_NUM_OPS; op++) {
+            rc = MPI_Op_create(fns[h][op], 1, &m->half_ops[h][op]);
+            if (rc != MPI_SUCCESS) {
+                mpi_destroy(&m->base);
+                return mpi_failed(rc, "MPI_Op_create");
+            }
+        }
+    }
+    *out = &m->base;
+    return HERD_OK;
+}

@@ -1,0 +1,142 @@
+/* config.c - parses HERD_* environment variables once; rejects bad values with their name. */
+#include "config.h"
+
+#include <errno.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "herd.h"
+#include "status.h"
+
+enum {
+    DEFAULT_FUSION_THRESHOLD = 64 << 20,
+    DEFAULT_CHUNK_BYTES = 0,
+    DEFAULT_MAX_HANDLES = 1 << 16,
+    DEFAULT_SPIN_US = 50,
+    DEFAULT_IDLE_POLL_US = 1000,
+};
+
+void herd__config_defaults(herd_config_t *cfg)
+{
+    cfg->fusion_threshold = DEFAULT_FUSION_THRESHOLD;
+    cfg->chunk_bytes = DEFAULT_CHUNK_BYTES;
+    cfg->log_level = HERD_LOG_WARN;
+    cfg->max_handles = DEFAULT_MAX_HANDLES;
+    cfg->spin_us = DEFAULT_SPIN_US;
+    cfg->idle_poll_us = DEFAULT_IDLE_POLL_US;
+}
+
+static int parse_int64(const char *text, int64_t *out, const char **rest)
+{
+    if (text[0] == '\0' || text[0] == '-' || text[0] == '+' || text[0] == ' ')
+        return -1;
+    errno = 0;
+    char *end = NULL;
+    long long v = strtoll(text, &end, 10);
+    if (errno != 0 || end == text)
+        return -1;
+    *out = (int64_t)v;
+    *rest = end;
+    return 0;
+}
+
+int herd__config_parse_bytes(const char *text, int64_t *out)
+{
+    int64_t v = 0;
+    const char *rest = NULL;
+    if (parse_int64(text, &v, &rest) != 0)
+        return -1;
+    int shift = 0;
+    switch (*rest) {
+    case 'k': case 'K': shift = 10; rest++; break;
+    case 'm': case 'M': shift = 20; rest++; break;
+    case 'g': case 'G': shift = 30; rest++; break;
+    default: break;
+    }
+    if (shift != 0 && (strcasecmp(rest, "ib") == 0 || strcasecmp(rest, "b") == 0))
+        rest += strlen(rest);
+    else if (shift == 0 && strcasecmp(rest, "b") == 0)
+        rest += 1;
+    if (*rest != '\0')
+        return -1;
+    if (v > (INT64_MAX >> shift))
+        return -1;
+    *out = v << shift;
+    return 0;
+}
+
+static int parse_log_level(const char *text, int *out)
+{
+    static const char *const names[] = {"error", "warn", "info", "debug"};
+    for (int i = 0; i < 4; i++) {
+        if (strcasecmp(text, names[i]) == 0 || (text[0] == '0' + i && text[1] == '\0')) {
+            *out = i;
+            return 0;
+        }
+    }
+    if (strcasecmp(text, "warning") == 0) {
+        *out = HERD_LOG_WARN;
+        return 0;
+    }
+    return -1;
+}
+
+static int bad_value(const char *var, const char *value, const char *expected)
+{
+    return herd__status_set(HERD_ERR_INVALID_ARG, "%s='%s' is not valid: expected %s", var,
+                            value, expected);
+}
+
+/* Parses an integer variable in [lo, hi]; absent leaves *out unchanged. */
+static int read_range(herd_env_lookup_fn lookup, const char *var, int64_t lo, int64_t hi,
+                      int bytes, int64_t *out)
+{
+    const char *value = lookup(var);
+    if (value == NULL)
+        return 0;
+    int64_t v = 0;
+    const char *rest = NULL;
+    int rc = bytes ? herd__config_parse_bytes(value, &v)
+                   : (parse_int64(value, &v, &rest) == 0 && *rest == '\0' ? 0 : -1);
+    if (rc != 0 || v < lo || v > hi) {
+        char expected[128];
+        snprintf(expected, sizeof expected, "%s from %lld to %lld",
+                 bytes ? "a byte size (suffix K, M or G allowed)" : "an integer", (long long)lo,
+                 (long long)hi);
+        return bad_value(var, value, expected);
+    }
+    *out = v;
+    return 0;
+}
+
+int herd__config_parse(herd_config_t *cfg, herd_env_lookup_fn lookup)
+{
+    herd_config_t c;
+    herd__config_defaults(&c);
+    herd__config_defaults(cfg);
+
+    int64_t max_handles = c.max_handles;
+    int rc = read_range(lookup, "HERD_FUSION_THRESHOLD", 0, INT64_C(1) << 40, 1,
+                        &c.fusion_threshold);
+    if (rc == 0)
+        rc = read_range(lookup, "HERD_CHUNK_BYTES", 0, INT64_C(1) << 40, 1, &c.chunk_bytes);
+    if (rc == 0)
+        rc = read_range(lookup, "HERD_MAX_HANDLES", 16, 1 << 22, 0, &max_handles);
+    if (rc == 0)
+        rc = read_range(lookup, "HERD_SPIN_US", 0, 1000000, 0, &c.spin_us);
+    if (rc == 0)
+        rc = read_range(lookup, "HERD_IDLE_POLL_US", 1, 1000000, 0, &c.idle_poll_us);
+    if (rc == 0) {
+        const char *level = lookup("HERD_LOG_LEVEL");
+        if (level != NULL && parse_log_level(level, &c.log_level) != 0)
+            rc = bad_value("HERD_LOG_LEVEL", level, "error, warn, info, debug or 0-3");
+    }
+    if (rc != 0)
+        return rc;
+    c.max_handles = (int)max_handles;
+    *cfg = c;
+    return HERD_OK;
+}

@@ -1,0 +1,33 @@
+/* config.h - every HERD_* tunable, parsed once at init. */
+#ifndef HERD_CONFIG_H
+#define HERD_CONFIG_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+/* Log levels, lowest is quietest. */
+enum { HERD_LOG_ERROR = 0, HERD_LOG_WARN = 1, HERD_LOG_INFO = 2, HERD_LOG_DEBUG = 3 };
+
+typedef struct herd_config {
+    int64_t fusion_threshold; /* HERD_FUSION_THRESHOLD: bytes; tensors below it are fused */
+    int64_t chunk_bytes;      /* HERD_CHUNK_BYTES: pieces of one collective; 0 = one call */
+    int log_level;            /* HERD_LOG_LEVEL */
+    int max_handles;          /* HERD_MAX_HANDLES: operations in flight per process */
+    int64_t spin_us;          /* HERD_SPIN_US: coordinator spins this long before sleeping */
+    int64_t idle_poll_us;     /* HERD_IDLE_POLL_US: longest sleep between wake checks */
+} herd_config_t;
+
+/* Reads the configuration through `lookup` (getenv in production, a table in tests). On a bad
+ * value returns HERD_ERR_INVALID_ARG with a message naming the variable, and leaves `cfg` with
+ * defaults for everything. */
+typedef const char *(*herd_env_lookup_fn)(const char *name);
+int herd__config_parse(herd_config_t *cfg, herd_env_lookup_fn lookup);
+
+/* Fills `cfg` with the defaults. */
+void herd__config_defaults(herd_config_t *cfg);
+
+/* Parses a byte size: a non-negative integer with an optional K, M or G suffix (powers of 1024,
+ * optionally followed by "B" or "iB"). Returns 0 on success, -1 on a malformed value. */
+int herd__config_parse_bytes(const char *text, int64_t *out);
+
+#endif

@@ -1,0 +1,530 @@
+/* coordinator.c - the coordinator thread.
+ *
+ * DESIGN
+ * What runs where: API threads validate a call, fill the request inside its handle slot and push
+ * the slot index on the request queue. This thread alone calls MPI after init: it drains the
+ * queue, runs negotiation rounds with every other rank, executes what every rank has ready and
+ * completes the handles. Waiters sleep on the handle table's condition variable.
+ *
+ * A round, identical on every rank (see the invariant in coordinator.h):
+ *   1. one MPI_Allreduce(BAND) of [~or_flags, and_flags, ready bits...]: the AND of the ready
+ *      bit-vector says which cached tensors every rank has submitted; the inverted first word
+ *      ORs "someone has name requests"; the second ANDs "everyone asked to shut down";
+ *   2. only if someone has name requests: an MPI_Allgather of their sizes and an
+ *      MPI_Allgatherv of the requests themselves;
+ *   3. the replicated negotiator turns these into cache slots, mismatches and the ordered list
+ *      of ready tensors, the same on every rank;
+ *   4. the fusion planner (pure, same input, same plan) groups the ready tensors and each group
+ *      is one collective on the data-plane communicator.
+ *
+ * When to run a round: a rank that has something new (a submission, a re-announcement after an
+ * eviction, a shutdown request) runs one and sends a wake message to every other rank; an idle
+ * rank spins for HERD_SPIN_US watching its queue and the wake receive, then sleeps on the queue's
+ * condition variable, waking at most every HERD_IDLE_POLL_US to test for a wake message. A rank
+ * whose submissions all wait on other ranks has nothing new, so it sleeps too: nobody spins
+ * while a straggler computes.
+ *
+ * What may block: MPI calls (a round waits for the slowest rank to join). No lock is held across
+ * an MPI call. The queue lock and the handle-table lock are leaves; the registry lock is taken
+ * only to look a name up when a round reports on it.
+ */
+#include "coordinator.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "dtype.h"
+#include "fusion.h"
+#include "herd.h"
+#include "log.h"
+#include "negotiate.h"
+#include "status.h"
+#include "util/clock.h"
+#include "util/thread.h"
+
+enum { OR_NAMES = 1 };     /* word 0 (inverted): someone has name requests */
+enum { AND_SHUTDOWN = 1 }; /* word 1: everyone asked to shut down */
+enum { HEADER_WORDS = 2 };
+enum { FIRST_SLEEP_NS = 20000 };
+
+struct herd_coordinator {
+    herd_coordinator_deps_t d;
+    pthread_t thread;
+    int rank, size;
+    herd_negotiator_t neg;
+    int64_t epoch;           /* rounds run so far: the same on every rank */
+    uint64_t *ready_bits;    /* this rank's submitted cached slots */
+    int64_t ready_words_cap;
+    uint64_t *round_words;   /* the round's allreduce buffer */
+    int64_t round_words_cap;
+    char *outbox;            /* name requests for the next round */
+    size_t outbox_len, outbox_cap;
+    herd_tensor_t **reannounce; /* ops whose slot was evicted: ask by name next round */
+    int64_t nreannounce;
+    int shutdown_asked; /* this rank asked to shut down */
+    int broken;         /* the control plane failed: no more collectives */
+    char broken_why[HERD_ERRMSG_MAX];
+    /* execution scratch, one entry per possible in-flight op */
+    int64_t capacity;
+    herd_fusion_item_t *items;
+    uint32_t *item_op;
+    int64_t *order;
+    herd_fusion_group_t *groups;
+    herd_fusion_scratch_t scratch;
+    const void **srcs;
+    void **dsts;
+    int64_t *sizes;
+    void *fusion_buf;
+    size_t fusion_cap;
+};
+
+/* ---- small helpers ---------------------------------------------------------------------- */
+
+static herd_request_t *request_of(herd_coordinator_t *c, uint32_t index)
+{
+    return herd__handles_request(c->d.handles, index);
+}
+
+static herd_attrs_t attrs_of(const herd_request_t *r)
+{
+    return (herd_attrs_t){.count = r->count, .kind = r->kind, .dtype = r->dtype, .op = r->op,
+                          .root = r->root, .device = r->device};
+}
+
+static void set_bit(uint64_t *bits, int64_t i) { bits[i / 64] |= UINT64_C(1) << (i % 64); }
+static void clear_bit(uint64_t *bits, int64_t i) { bits[i / 64] &= ~(UINT64_C(1) << (i % 64)); }
+
+/* Grows an array of `elem`-sized entries to hold `need`, zeroing the new part. */
+static int ensure(void **array, int64_t *cap, int64_t need, size_t elem)
+{
+    if (need <= *cap)
+        return HERD_OK;
+    int64_t c = *cap ? *cap : 16;
+    while (c < need)
+        c *= 2;
+    char *p = realloc(*array, (size_t)c * elem);
+    if (p == NULL)
+        return herd__status_set(HERD_ERR_NO_MEMORY, "coordinator tables cannot grow to %lld",
+                                (long long)c);
+    memset(p + (size_t)*cap * elem, 0, (size_t)(c - *cap) * elem);
+    *array = p;
+    *cap = c;
+    return HERD_OK;
+}
+
+/* Completes one op: the name is free for resubmission before the waiter can see the status. */
+static void finish_op(herd_coordinator_t *c, uint32_t index, int status, const char *message)
+{
+    herd_request_t *r = request_of(c, index);
+    herd_tensor_t *t = r->tensor;
+    if (t->announced_by_bit && t->slot >= 0)
+        clear_bit(c->ready_bits, t->slot);
+    t->pending = HERD_NO_INDEX;
+    t->announced_by_bit = 0;
+    c->d.handles->slots[index].coordinator_owned = 0;
+    atomic_store(&t->inflight, 0);
+    herd__handles_complete(c->d.handles, index, status, message);
+}
+
+/* ---- intake ------------------------------------------------------------------------------ */
+
+static int announce_by_name(herd_coordinator_t *c, herd_tensor_t *t, const herd_request_t *r)
+{
+    herd_wire_request_t w = {.attrs = attrs_of(r), .priority = t->key, .evict_slot = t->slot,
+                             .name = t->name, .name_len = t->name_len};
+    while (herd__wire_encode(c->outbox, c->outbox_cap, &c->outbox_len, &w) != 0) {
+        size_t cap = c->outbox_cap ? c->outbox_cap * 2 : 65536;
+        char *p = realloc(c->outbox, cap);
+        if (p == NULL)
+            return herd__status_set(HERD_ERR_NO_MEMORY, "cannot grow the negotiation outbox");
+        c->outbox = p;
+        c->outbox_cap = cap;
+    }
+    t->announced_by_bit = 0;
+    return HERD_OK;
+}
+
+/* Takes one submitted op into negotiation: a bit if its name is cached with the same
+ * attributes, else a name request. */
+static void intake(herd_coordinator_t *c, uint32_t index)
+{
+    herd_request_t *r = request_of(c, index);
+    herd_tensor_t *t = r->tensor;
+    t->pending = index;
+    c->d.handles->slots[index].coordinator_owned = 1;
+    if (c->broken) {
+        finish_op(c, index, HERD_ERR_BACKEND, c->broken_why);
+        return;
+    }
+    if (t->slot >= 0) {
+        herd_attrs_t a = attrs_of(r);
+        if (herd__attrs_agree(&c->neg.slots[t->slot].attrs, &a)) {
+            set_bit(c->ready_bits, t->slot);
+            t->announced_by_bit = 1;
+            return;
+        }
+    }
+    if (announce_by_name(c, t, r) != HERD_OK)
+        finish_op(c, index, HERD_ERR_NO_MEMORY, herd__status_last());
+}
+
+static void intake_all(herd_coordinator_t *c)
+{
+    herd_request_queue_t *q = c->d.queue;
+    for (uint32_t i = herd__queue_drain(q); i != HERD_NO_INDEX;) {
+        uint32_t next = herd__queue_next(q, i);
+        intake(c, i);
+        i = next;
+    }
+    if (herd__queue_take_kick(q))
+        c->shutdown_asked = 1;
+    for (int64_t i = 0; i < c->nreannounce; i++) {
+        herd_tensor_t *t = c->reannounce[i];
+        if (t->pending != HERD_NO_INDEX &&
+            announce_by_name(c, t, request_of(c, t->pending)) != HERD_OK)
+            finish_op(c, t->pending, HERD_ERR_NO_MEMORY, herd__status_last());
+    }
+    c->nreannounce = 0;
+}
+
+/* ---- execution --------------------------------------------------------------------------- */
+
+static int ensure_fusion_buffer(herd_coordinator_t *c, int64_t bytes)
+{
+    if ((size_t)bytes <= c->fusion_cap)
+        return HERD_OK;
+    /* Grows to the largest group seen: after the first steps, never again. 64-byte aligned so
+     * every dtype is aligned and vector loads do not split cache lines. */
+    size_t cap = ((size_t)bytes + 63) & ~(size_t)63;
+    void *p = NULL;
+    if (posix_memalign(&p, 64, cap) != 0)
+        return herd__status_set(HERD_ERR_NO_MEMORY, "cannot allocate a %zu-byte fusion buffer",
+                                cap);
+    free(c->fusion_buf);
+    c->fusion_buf = p;
+    c->fusion_cap = cap;
+    return HERD_OK;
+}
+
+/* Runs one planned group: one collective, on the tensor in place or on the fusion buffer. */
+static int run_collective(herd_coordinator_t *c, const herd_fusion_group_t *g)
+{
+    const uint32_t *ops = c->item_op;
+    const int64_t *member = &c->order[g->first];
+    herd_request_t *first = request_of(c, ops[member[0]]);
+    herd_backend_t *be = c->d.cpu_backend;
+    if (g->bytes == 0)
+        return HERD_OK;
+    if (!g->fused) {
+        if (first->kind == HERD_KIND_ALLREDUCE)
+            return be->allreduce(be, first->sendbuf, first->recvbuf, first->count, first->dtype,
+                                 first->op);
+        return be->broadcast(be, first->recvbuf, first->count, first->dtype, first->root);
+    }
+    int rc = ensure_fusion_buffer(c, g->bytes);
+    if (rc != HERD_OK)
+        return rc;
+    for (int64_t i = 0; i < g->count; i++) {
+        herd_request_t *r = request_of(c, ops[member[i]]);
+        c->srcs[i] = r->sendbuf;
+        c->dsts[i] = r->recvbuf;
+        c->sizes[i] = r->count * (int64_t)herd__dtype_size(r->dtype);
+    }
+    int64_t elems = g->bytes / (int64_t)herd__dtype_size(first->dtype);
+    if (first->kind == HERD_KIND_ALLREDUCE) {
+        herd__fusion_pack(c->fusion_buf, c->srcs, c->sizes, g->count);
+        rc = be->allreduce(be, c->fusion_buf, c->fusion_buf, elems, first->dtype, first->op);
+        if (rc == HERD_OK)
+            herd__fusion_unpack(c->fusion_buf, c->dsts, c->sizes, g->count);
+        return rc;
+    }
+    if (c->rank == first->root)
+        herd__fusion_pack(c->fusion_buf, c->srcs, c->sizes, g->count);
+    rc = be->broadcast(be, c->fusion_buf, elems, first->dtype, first->root);
+    if (rc == HERD_OK && c->rank != first->root)
+        herd__fusion_unpack(c->fusion_buf, c->dsts, c->sizes, g->count);
+    return rc;
+}
+
+static void run_group(herd_coordinator_t *c, const herd_fusion_group_t *g)
+{
+    int status = run_collective(c, g);
+    char message[HERD_ERRMSG_MAX];
+    message[0] = '\0';
+    if (status != HERD_OK) {
+        herd_request_t *first = request_of(c, c->item_op[c->order[g->first]]);
+        snprintf(message, sizeof message, "tensor '%s' (in a group of %lld tensors, %lld bytes): "
+                 "%s", first->tensor->name, (long long)g->count, (long long)g->bytes,
+                 herd__status_last());
+        HERD_LOG_ERR("%s", message);
+    }
+    for (int64_t i = 0; i < g->count; i++)
+        finish_op(c, c->item_op[c->order[g->first + i]], status, message);
+    herd__handles_notify(c->d.handles);
+}
+
+static void execute_ready(herd_coordinator_t *c)
+{
+    herd_negotiator_t *n = &c->neg;
+    int64_t count = 0;
+    for (int64_t i = 0; i < n->nready; i++) {
+        herd_tensor_t *t = n->slots[n->ready[i]].local;
+        if (t == NULL || t->pending == HERD_NO_INDEX) {
+            /* Every rank said it has this op ready; this rank not having it is a bug. */
+            HERD_LOG_ERR("internal: slot %lld is ready everywhere but has no local op",
+                         (long long)n->ready[i]);
+            continue;
+        }
+        herd_request_t *r = request_of(c, t->pending);
+        c->items[count] = (herd_fusion_item_t){
+            .kind = r->kind, .dtype = r->dtype, .op = r->op, .root = r->root,
+            .device_class = r->device >= 0,
+            .bytes = r->count * (int64_t)herd__dtype_size(r->dtype)};
+        c->item_op[count] = t->pending;
+        count++;
+    }
+    int64_t ngroups = 0;
+    herd__fusion_plan(c->items, count, c->d.config->fusion_threshold, &c->scratch, c->order,
+                      c->groups, &ngroups);
+    for (int64_t g = 0; g < ngroups; g++)
+        run_group(c, &c->groups[g]);
+}
+
+/* ---- round results ---------------------------------------------------------------------- */
+
+static herd_tensor_t *local_tensor(herd_coordinator_t *c, const char *name, size_t len)
+{
+    herd_tensor_t *t = herd__registry_find(c->d.registry, name, len);
+    if (t == NULL)
+        HERD_LOG_ERR("internal: round names tensor '%.*s' unknown on this rank", (int)len, name);
+    return t;
+}
+
+static void apply_events(herd_coordinator_t *c)
+{
+    herd_negotiator_t *n = &c->neg;
+    for (int64_t i = 0; i < n->nevents; i++) {
+        const herd_neg_event_t *ev = &n->events[i];
+        herd_tensor_t *t = local_tensor(c, ev->name, ev->name_len);
+        if (t == NULL)
+            continue;
+        switch (ev->type) {
+        case HERD_EVENT_NEW_SLOT:
+            t->slot = ev->slot;
+            n->slots[ev->slot].local = t;
+            break;
+        case HERD_EVENT_EVICTED:
+            if (t->slot != ev->slot)
+                break;
+            if (t->pending != HERD_NO_INDEX && t->announced_by_bit) {
+                clear_bit(c->ready_bits, t->slot);
+                c->reannounce[c->nreannounce++] = t;
+            }
+            t->slot = -1;
+            break;
+        default: /* HERD_EVENT_ERROR */
+            if (t->pending != HERD_NO_INDEX && !t->announced_by_bit)
+                finish_op(c, t->pending, ev->status, ev->message);
+            break;
+        }
+    }
+}
+
+/* Fails every op this rank still has in flight (shutdown, or a broken control plane). */
+static void fail_all(herd_coordinator_t *c, int status, const char *why)
+{
+    herd_handle_table_t *h = c->d.handles;
+    char message[HERD_ERRMSG_MAX];
+    for (uint32_t i = 0; i < h->capacity; i++) {
+        /* Only ops this thread took from the queue: a slot a submitter is still filling is
+         * not ours to read. */
+        if (!h->slots[i].coordinator_owned)
+            continue;
+        herd_request_t *r = request_of(c, i);
+        snprintf(message, sizeof message, "tensor '%s': %s", r->tensor->name, why);
+        finish_op(c, i, status, message);
+    }
+    herd__handles_notify(h);
+}
+
+static int grow_for_slots(herd_coordinator_t *c)
+{
+    int64_t words = herd__negotiate_words(&c->neg);
+    int rc = ensure((void **)&c->ready_bits, &c->ready_words_cap, words, sizeof(uint64_t));
+    if (rc == HERD_OK)
+        rc = ensure((void **)&c->round_words, &c->round_words_cap, HEADER_WORDS + words,
+                    sizeof(uint64_t));
+    return rc;
+}
+
+/* The control plane failed mid-round: ranks may now disagree on what happened, so herd stops
+ * issuing collectives; every op in flight and every later one fails with the cause. */
+static void break_down(herd_coordinator_t *c)
+{
+    c->broken = 1;
+    snprintf(c->broken_why, sizeof c->broken_why,
+             "herd's control plane failed and herd stopped communicating: %s",
+             herd__status_last());
+    HERD_LOG_ERR("%s", c->broken_why);
+    fail_all(c, HERD_ERR_BACKEND, c->broken_why);
+}
+
+/* One negotiation round (see DESIGN). Returns 1 when every rank has asked to shut down. */
+static int run_round(herd_coordinator_t *c)
+{
+    intake_all(c);
+    if (c->broken)
+        return c->shutdown_asked;
+    int64_t words = herd__negotiate_words(&c->neg);
+    uint64_t *w = c->round_words;
+    w[0] = ~(uint64_t)(c->outbox_len > 0 ? OR_NAMES : 0);
+    w[1] = c->shutdown_asked ? AND_SHUTDOWN : 0;
+    memcpy(w + HEADER_WORDS, c->ready_bits, (size_t)words * sizeof *w);
+    int rc = herd__ctrl_allreduce_band(c->d.ctrl, w, HEADER_WORDS + words);
+    const char *const *blobs = NULL;
+    const size_t *lens = NULL;
+    if (rc == HERD_OK && (~w[0] & OR_NAMES))
+        rc = herd__ctrl_allgather(c->d.ctrl, c->outbox, c->outbox_len, &blobs, &lens);
+    c->outbox_len = 0;
+    int all_shutdown = (w[1] & AND_SHUTDOWN) != 0;
+    if (rc == HERD_OK)
+        rc = herd__negotiate_round(&c->neg, w + HEADER_WORDS, words, blobs, lens);
+    if (rc == HERD_OK)
+        rc = grow_for_slots(c); /* may move round_words: w is not used past here */
+    if (rc != HERD_OK) {
+        break_down(c);
+        return c->shutdown_asked;
+    }
+    c->epoch++;
+    apply_events(c);
+    execute_ready(c);
+    herd__handles_notify(c->d.handles);
+    return all_shutdown;
+}
+
+/* ---- idle -------------------------------------------------------------------------------- */
+
+static int has_local_news(herd_coordinator_t *c)
+{
+    return herd__queue_ready(c->d.queue) || c->nreannounce > 0;
+}
+
+/* Returns when this rank should run the next round: it has news of its own (and has told the
+ * others), or another rank asked for the round. */
+static void wait_for_round(herd_coordinator_t *c)
+{
+    const herd_config_t *cfg = c->d.config;
+    int64_t spin_until = herd__clock_ns() + cfg->spin_us * 1000;
+    int64_t sleep_ns = FIRST_SLEEP_NS;
+    int64_t max_sleep_ns = cfg->idle_poll_us * 1000;
+    for (;;) {
+        if (has_local_news(c)) {
+            if (!c->broken && herd__ctrl_wake_others(c->d.ctrl, c->epoch) != HERD_OK)
+                break_down(c);
+            return;
+        }
+        if (c->broken) {
+            herd__queue_sleep(c->d.queue, INT64_MAX);
+            continue;
+        }
+        int woken = herd__ctrl_wake_poll(c->d.ctrl, c->epoch);
+        if (woken < 0)
+            break_down(c);
+        if (woken > 0)
+            return;
+        int64_t now = herd__clock_ns();
+        if (now < spin_until)
+            continue;
+        /* Single rank: nobody else can ask for a round, so sleep until local news. */
+        herd__queue_sleep(c->d.queue, c->size == 1 ? INT64_MAX : now + sleep_ns);
+        sleep_ns = sleep_ns * 2 < max_sleep_ns ? sleep_ns * 2 : max_sleep_ns;
+    }
+}
+
+static void *coordinator_main(void *arg)
+{
+    herd_coordinator_t *c = arg;
+    for (;;) {
+        wait_for_round(c);
+        if (run_round(c))
+            break;
+    }
+    /* Every rank asked to shut down in the same round: what every rank had ready ran in it;
+     * what is left was never submitted by every rank. */
+    intake_all(c);
+    fail_all(c, HERD_ERR_SHUTDOWN,
+             "herd shut down before every rank submitted this operation");
+    if (!c->broken && herd__ctrl_quiesce(c->d.ctrl) != HERD_OK)
+        HERD_LOG_WRN("shutdown: %s", herd__status_last());
+    return NULL;
+}
+
+/* ---- lifetime ------------------------------------------------------------------------------ */
+
+static void free_coordinator(herd_coordinator_t *c)
+{
+    herd__negotiate_destroy(&c->neg);
+    free(c->ready_bits);
+    free(c->round_words);
+    free(c->outbox);
+    free(c->reannounce);
+    free(c->items);
+    free(c->item_op);
+    free(c->order);
+    free(c->groups);
+    free(c->scratch.next);
+    free(c->srcs);
+    free(c->dsts);
+    free(c->sizes);
+    free(c->fusion_buf);
+    free(c);
+}
+
+int herd__coordinator_start(herd_coordinator_t **out, const herd_coordinator_deps_t *deps)
+{
+    herd_coordinator_t *c = calloc(1, sizeof *c);
+    if (c == NULL)
+        return herd__status_set(HERD_ERR_NO_MEMORY, "cannot allocate the coordinator");
+    c->d = *deps;
+    c->rank = herd__ctrl_rank(deps->ctrl);
+    c->size = herd__ctrl_size(deps->ctrl);
+    herd__negotiate_init(&c->neg, c->size);
+    size_t n = deps->handles->capacity;
+    c->capacity = (int64_t)n;
+    c->reannounce = calloc(n, sizeof *c->reannounce);
+    c->items = calloc(n, sizeof *c->items);
+    c->item_op = calloc(n, sizeof *c->item_op);
+    c->order = calloc(n, sizeof *c->order);
+    c->groups = calloc(n, sizeof *c->groups);
+    c->scratch.next = calloc(n, sizeof *c->scratch.next);
+    c->srcs = calloc(n, sizeof *c->srcs);
+    c->dsts = calloc(n, sizeof *c->dsts);
+    c->sizes = calloc(n, sizeof *c->sizes);
+    int rc = HERD_OK;
+    if (!c->reannounce || !c->items || !c->item_op || !c->order || !c->groups ||
+        !c->scratch.next || !c->srcs || !c->dsts || !c->sizes)
+        rc = herd__status_set(HERD_ERR_NO_MEMORY, "cannot allocate coordinator tables");
+    if (rc == HERD_OK)
+        rc = ensure((void **)&c->round_words, &c->round_words_cap, HEADER_WORDS,
+                    sizeof(uint64_t));
+    if (rc == HERD_OK && herd__thread_start(&c->thread, "herd-coord", coordinator_main, c) != 0)
+        rc = herd__status_set(HERD_ERR_INTERNAL, "cannot start the coordinator thread");
+    if (rc != HERD_OK) {
+        free_coordinator(c);
+        return rc;
+    }
+    *out = c;
+    return HERD_OK;
+}
+
+int herd__coordinator_join(herd_coordinator_t *c)
+{
+    herd__queue_kick(c->d.queue);
+    herd__thread_join(c->thread);
+    int rc = c->broken ? HERD_ERR_BACKEND : HERD_OK;
+    if (c->broken)
+        herd__status_set_msg(rc, c->broken_why);
+    free_coordinator(c);
+    return rc;
+}

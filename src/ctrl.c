@@ -1,0 +1,325 @@
+/* ctrl.c - see ctrl.h.
+ *
+ * Wake protocol: rounds are collective, so an idle rank must be told when another rank has new
+ * work. Every rank keeps one receive posted for wake messages (tag WAKE_TAG on the control
+ * communicator); a rank that finds new local work while idle sends its round number to every
+ * other rank and enters the round. A wake for an earlier round is stale (its round already ran)
+ * and is dropped. At shutdown, an all-to-all of counts tells each rank how many wakes are still
+ * on their way to it, so it can receive them all before the communicator is freed.
+ */
+#include "ctrl.h"
+
+#include <mpi.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "herd.h"
+#include "log.h"
+#include "status.h"
+
+enum { WAKE_TAG = 7001 };
+
+struct herd_ctrl {
+    MPI_Comm comm;
+    int rank, size, local_rank, local_size;
+    int owns_mpi;
+    /* wake messages (coordinator only) */
+    MPI_Request wake_recv;
+    int64_t wake_in;
+    MPI_Request *wake_send; /* one per peer */
+    int64_t wake_out;
+    int64_t *sent_to;       /* wakes sent to each rank */
+    int64_t *received_from; /* wakes received from each rank */
+    int sends_pending;
+    /* allgather buffers (coordinator only) */
+    int *counts, *displs;
+    size_t *lens;
+    const char **blobs;
+    char *gathered;
+    size_t gathered_cap;
+};
+
+static int mpi_failed(int rc, const char *what)
+{
+    char text[MPI_MAX_ERROR_STRING];
+    int len = 0;
+    if (MPI_Error_string(rc, text, &len) != MPI_SUCCESS)
+        snprintf(text, sizeof text, "MPI error %d", rc);
+    return herd__status_set(HERD_ERR_BACKEND, "%s failed: %s", what, text);
+}
+
+static const char *thread_level_name(int level)
+{
+    switch (level) {
+    case MPI_THREAD_SINGLE: return "MPI_THREAD_SINGLE";
+    case MPI_THREAD_FUNNELED: return "MPI_THREAD_FUNNELED";
+    case MPI_THREAD_SERIALIZED: return "MPI_THREAD_SERIALIZED";
+    default: return "MPI_THREAD_MULTIPLE";
+    }
+}
+
+/* Brings MPI up, or checks the program's MPI is usable from herd's thread. */
+static int init_mpi(herd_ctrl_t *c)
+{
+    int finalized = 0, initialized = 0, provided = 0;
+    MPI_Finalized(&finalized);
+    if (finalized)
+        return herd__status_set(HERD_ERR_INVALID_USAGE,
+                                "MPI has already been finalized; herd cannot start again in "
+                                "this process");
+    MPI_Initialized(&initialized);
+    if (!initialized) {
+        int rc = MPI_Init_thread(NULL, NULL, MPI_THREAD_MULTIPLE, &provided);
+        if (rc != MPI_SUCCESS)
+            return mpi_failed(rc, "MPI_Init_thread");
+        c->owns_mpi = 1;
+        /* herd alone calls MPI, from its coordinator thread: SERIALIZED is enough. */
+        if (provided < MPI_THREAD_SERIALIZED) {
+            MPI_Finalize();
+            c->owns_mpi = 0;
+            return herd__status_set(HERD_ERR_NOT_SUPPORTED,
+                                    "this MPI provides only %s; herd needs at least "
+                                    "MPI_THREAD_SERIALIZED",
+                                    thread_level_name(provided));
+        }
+        return HERD_OK;
+    }
+    MPI_Query_thread(&provided);
+    if (provided < MPI_THREAD_MULTIPLE)
+        return herd__status_set(HERD_ERR_INVALID_USAGE,
+                                "the program initialised MPI with %s; herd calls MPI from its "
+                                "own thread while the program may too, so initialise MPI with "
+                                "MPI_THREAD_MULTIPLE (or let herd_init do it)",
+                                thread_level_name(provided));
+    return HERD_OK;
+}
+
+static int alloc_peers(herd_ctrl_t *c)
+{
+    size_t n = (size_t)c->size;
+    c->wake_send = calloc(n, sizeof *c->wake_send);
+    c->sent_to = calloc(n, sizeof *c->sent_to);
+    c->received_from = calloc(n, sizeof *c->received_from);
+    c->counts = calloc(n, sizeof *c->counts);
+    c->displs = calloc(n, sizeof *c->displs);
+    c->lens = calloc(n, sizeof *c->lens);
+    c->blobs = calloc(n, sizeof *c->blobs);
+    if (!c->wake_send || !c->sent_to || !c->received_from || !c->counts || !c->displs ||
+        !c->lens || !c->blobs)
+        return herd__status_set(HERD_ERR_NO_MEMORY, "cannot allocate per-rank tables for %d "
+                                "ranks", c->size);
+    for (size_t i = 0; i < n; i++)
+        c->wake_send[i] = MPI_REQUEST_NULL;
+    return HERD_OK;
+}
+
+static void free_peers(herd_ctrl_t *c)
+{
+    free(c->wake_send);
+    free(c->sent_to);
+    free(c->received_from);
+    free(c->counts);
+    free(c->displs);
+    free(c->lens);
+    free(c->blobs);
+    free(c->gathered);
+}
+
+int herd__ctrl_open(herd_ctrl_t **out)
+{
+    herd_ctrl_t *c = calloc(1, sizeof *c);
+    if (c == NULL)
+        return herd__status_set(HERD_ERR_NO_MEMORY, "cannot allocate the control plane");
+    c->comm = MPI_COMM_NULL;
+    c->wake_recv = MPI_REQUEST_NULL;
+    int rc = init_mpi(c);
+    if (rc != HERD_OK)
+        goto fail;
+    int mrc = MPI_Comm_dup(MPI_COMM_WORLD, &c->comm);
+    if (mrc != MPI_SUCCESS) {
+        rc = mpi_failed(mrc, "MPI_Comm_dup");
+        goto fail;
+    }
+    MPI_Comm_set_errhandler(c->comm, MPI_ERRORS_RETURN);
+    MPI_Comm_rank(c->comm, &c->rank);
+    MPI_Comm_size(c->comm, &c->size);
+    MPI_Comm node;
+    mrc = MPI_Comm_split_type(c->comm, MPI_COMM_TYPE_SHARED, c->rank, MPI_INFO_NULL, &node);
+    if (mrc != MPI_SUCCESS) {
+        rc = mpi_failed(mrc, "MPI_Comm_split_type");
+        goto fail;
+    }
+    MPI_Comm_rank(node, &c->local_rank);
+    MPI_Comm_size(node, &c->local_size);
+    MPI_Comm_free(&node);
+    rc = alloc_peers(c);
+    if (rc != HERD_OK)
+        goto fail;
+    if (c->size > 1) {
+        mrc = MPI_Irecv(&c->wake_in, 1, MPI_INT64_T, MPI_ANY_SOURCE, WAKE_TAG, c->comm,
+                        &c->wake_recv);
+        if (mrc != MPI_SUCCESS) {
+            rc = mpi_failed(mrc, "MPI_Irecv");
+            goto fail;
+        }
+    }
+    *out = c;
+    return HERD_OK;
+fail:
+    if (c->comm != MPI_COMM_NULL)
+        MPI_Comm_free(&c->comm);
+    free_peers(c);
+    if (c->owns_mpi)
+        MPI_Finalize();
+    free(c);
+    return rc;
+}
+
+void herd__ctrl_close(herd_ctrl_t *c)
+{
+    if (c->comm != MPI_COMM_NULL)
+        MPI_Comm_free(&c->comm);
+}
+
+void herd__ctrl_release(herd_ctrl_t *c)
+{
+    if (c == NULL)
+        return;
+    herd__ctrl_close(c);
+    free_peers(c);
+    if (c->owns_mpi)
+        MPI_Finalize();
+    free(c);
+}
+
+int herd__ctrl_rank(const herd_ctrl_t *c) { return c->rank; }
+int herd__ctrl_size(const herd_ctrl_t *c) { return c->size; }
+int herd__ctrl_local_rank(const herd_ctrl_t *c) { return c->local_rank; }
+int herd__ctrl_local_size(const herd_ctrl_t *c) { return c->local_size; }
+const void *herd__ctrl_world(const herd_ctrl_t *c) { return &c->comm; }
+
+int herd__ctrl_allreduce_band(herd_ctrl_t *c, uint64_t *words, int64_t n)
+{
+    int rc = MPI_Allreduce(MPI_IN_PLACE, words, (int)n, MPI_UINT64_T, MPI_BAND, c->comm);
+    return rc == MPI_SUCCESS ? HERD_OK : mpi_failed(rc, "negotiation MPI_Allreduce");
+}
+
+int herd__ctrl_allgather(herd_ctrl_t *c, const char *mine, size_t len, const char *const **blobs,
+                         const size_t **lens)
+{
+    if (len > (size_t)INT32_MAX)
+        return herd__status_set(HERD_ERR_INTERNAL, "negotiation message of %zu bytes", len);
+    int mylen = (int)len;
+    int rc = MPI_Allgather(&mylen, 1, MPI_INT, c->counts, 1, MPI_INT, c->comm);
+    if (rc != MPI_SUCCESS)
+        return mpi_failed(rc, "negotiation MPI_Allgather");
+    size_t total = 0;
+    for (int r = 0; r < c->size; r++) {
+        c->displs[r] = (int)total;
+        total += (size_t)c->counts[r];
+        if (total > (size_t)INT32_MAX)
+            return herd__status_set(HERD_ERR_INTERNAL, "negotiation messages exceed 2 GiB");
+    }
+    if (total > c->gathered_cap) {
+        char *g = realloc(c->gathered, total);
+        if (g == NULL)
+            return herd__status_set(HERD_ERR_NO_MEMORY, "cannot hold %zu bytes of negotiation "
+                                    "messages", total);
+        c->gathered = g;
+        c->gathered_cap = total;
+    }
+    rc = MPI_Allgatherv(mine, mylen, MPI_BYTE, c->gathered, c->counts, c->displs, MPI_BYTE,
+                        c->comm);
+    if (rc != MPI_SUCCESS)
+        return mpi_failed(rc, "negotiation MPI_Allgatherv");
+    for (int r = 0; r < c->size; r++) {
+        c->blobs[r] = c->gathered + c->displs[r];
+        c->lens[r] = (size_t)c->counts[r];
+    }
+    *blobs = c->blobs;
+    *lens = c->lens;
+    return HERD_OK;
+}
+
+int herd__ctrl_wake_others(herd_ctrl_t *c, int64_t epoch)
+{
+    if (c->size == 1)
+        return HERD_OK;
+    /* The previous batch shares wake_out: finish it first (tiny eager messages, long sent). */
+    if (c->sends_pending) {
+        int rc = MPI_Waitall(c->size, c->wake_send, MPI_STATUSES_IGNORE);
+        if (rc != MPI_SUCCESS)
+            return mpi_failed(rc, "MPI_Waitall on wake messages");
+        c->sends_pending = 0;
+    }
+    c->wake_out = epoch;
+    for (int r = 0; r < c->size; r++) {
+        if (r == c->rank)
+            continue;
+        int rc = MPI_Isend(&c->wake_out, 1, MPI_INT64_T, r, WAKE_TAG, c->comm, &c->wake_send[r]);
+        if (rc != MPI_SUCCESS)
+            return mpi_failed(rc, "MPI_Isend of a wake message");
+        c->sent_to[r]++;
+    }
+    c->sends_pending = 1;
+    return HERD_OK;
+}
+
+int herd__ctrl_wake_poll(herd_ctrl_t *c, int64_t epoch)
+{
+    if (c->size == 1)
+        return 0;
+    for (;;) {
+        int done = 0;
+        MPI_Status st;
+        int rc = MPI_Test(&c->wake_recv, &done, &st);
+        if (rc != MPI_SUCCESS)
+            return mpi_failed(rc, "MPI_Test on the wake receive");
+        if (!done)
+            return 0;
+        c->received_from[st.MPI_SOURCE]++;
+        int64_t asked = c->wake_in;
+        rc = MPI_Irecv(&c->wake_in, 1, MPI_INT64_T, MPI_ANY_SOURCE, WAKE_TAG, c->comm,
+                       &c->wake_recv);
+        if (rc != MPI_SUCCESS)
+            return mpi_failed(rc, "MPI_Irecv for wake messages");
+        if (asked >= epoch)
+            return 1;
+    }
+}
+
+int herd__ctrl_quiesce(herd_ctrl_t *c)
+{
+    if (c->size == 1)
+        return HERD_OK;
+    int rc = MPI_SUCCESS;
+    if (c->sends_pending) {
+        rc = MPI_Waitall(c->size, c->wake_send, MPI_STATUSES_IGNORE);
+        c->sends_pending = 0;
+    }
+    int64_t *expected = calloc((size_t)c->size, sizeof *expected);
+    if (expected == NULL)
+        return herd__status_set(HERD_ERR_NO_MEMORY, "cannot allocate shutdown tables");
+    if (rc == MPI_SUCCESS)
+        rc = MPI_Alltoall(c->sent_to, 1, MPI_INT64_T, expected, 1, MPI_INT64_T, c->comm);
+    if (rc == MPI_SUCCESS) {
+        /* Settle the standing receive: it either matched a wake or is cancelled. */
+        MPI_Status st;
+        MPI_Cancel(&c->wake_recv);
+        rc = MPI_Wait(&c->wake_recv, &st);
+        int cancelled = 0;
+        MPI_Test_cancelled(&st, &cancelled);
+        if (rc == MPI_SUCCESS && !cancelled)
+            c->received_from[st.MPI_SOURCE]++;
+    }
+    for (int r = 0; r < c->size && rc == MPI_SUCCESS; r++) {
+        while (c->received_from[r] < expected[r] && rc == MPI_SUCCESS) {
+            int64_t stale;
+            rc = MPI_Recv(&stale, 1, MPI_INT64_T, r, WAKE_TAG, c->comm, MPI_STATUS_IGNORE);
+            c->received_from[r]++;
+        }
+    }
+    free(expected);
+    return rc == MPI_SUCCESS ? HERD_OK : mpi_failed(rc, "shutdown of wake messages");
+}

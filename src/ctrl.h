@@ -1,0 +1,55 @@
+/* ctrl.h - the MPI control plane: who owns MPI, herd's duplicated communicator, the small
+ * collectives of a negotiation round, and the wake messages that start a round on idle ranks.
+ * No MPI type appears here: only ctrl.c and backend/mpi.c include mpi.h.
+ *
+ * Threads: herd__ctrl_open and herd__ctrl_finalize_mpi run on the application thread that calls
+ * herd_init/herd_shutdown; everything else runs on the coordinator thread only.
+ */
+#ifndef HERD_CTRL_H
+#define HERD_CTRL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+typedef struct herd_ctrl herd_ctrl_t;
+
+/* Initialises MPI if needed (remembering that herd owns it), duplicates MPI_COMM_WORLD and learns
+ * rank, size and the local (shared-memory node) rank and size. On failure sets the last error
+ * and leaves MPI as it found it where it can. */
+int herd__ctrl_open(herd_ctrl_t **out);
+
+/* Frees herd's communicators (coordinator, after the last round). */
+void herd__ctrl_close(herd_ctrl_t *c);
+
+/* Finalises MPI if herd initialised it, and frees `c` (application thread, after the coordinator
+ * has exited). */
+void herd__ctrl_release(herd_ctrl_t *c);
+
+int herd__ctrl_rank(const herd_ctrl_t *c);
+int herd__ctrl_size(const herd_ctrl_t *c);
+int herd__ctrl_local_rank(const herd_ctrl_t *c);
+int herd__ctrl_local_size(const herd_ctrl_t *c);
+
+/* A pointer to the MPI_Comm that the MPI data plane duplicates for its own traffic. */
+const void *herd__ctrl_world(const herd_ctrl_t *c);
+
+/* In-place bitwise-AND allreduce of `n` words. */
+int herd__ctrl_allreduce_band(herd_ctrl_t *c, uint64_t *words, int64_t n);
+
+/* Gathers every rank's bytes. On return blobs[r], lens[r] describe rank r's contribution; they
+ * stay valid until the next call. */
+int herd__ctrl_allgather(herd_ctrl_t *c, const char *mine, size_t len, const char *const **blobs,
+                         const size_t **lens);
+
+/* Tells every other rank to start round `epoch`. */
+int herd__ctrl_wake_others(herd_ctrl_t *c, int64_t epoch);
+
+/* 1 if another rank asked for round `epoch` (stale asks for earlier rounds are dropped), else 0;
+ * negative on an MPI failure. Never blocks. */
+int herd__ctrl_wake_poll(herd_ctrl_t *c, int64_t epoch);
+
+/* Collective, at shutdown: receives every wake message still in flight so none is left
+ * unmatched, then cancels the standing receive. */
+int herd__ctrl_quiesce(herd_ctrl_t *c);
+
+#endif

@@ -1,0 +1,107 @@
+/* fusion.c - see fusion.h. The planner keeps one open group per attribute class, linked through
+ * scratch->next so that members stay in priority order without moving anything. */
+#include "fusion.h"
+
+#include <string.h>
+
+enum { MAX_OPEN_GROUPS = 32 };
+
+typedef struct open_group {
+    const herd_fusion_item_t *proto;
+    int64_t head, tail, count, bytes;
+} open_group_t;
+
+static int same_class(const herd_fusion_item_t *a, const herd_fusion_item_t *b)
+{
+    return a->kind == b->kind && a->dtype == b->dtype && a->op == b->op && a->root == b->root &&
+           a->device_class == b->device_class;
+}
+
+typedef struct plan_out {
+    int64_t *order;
+    herd_fusion_group_t *groups;
+    int64_t norder, ngroups;
+    const int64_t *next;
+} plan_out_t;
+
+static void emit(plan_out_t *out, const open_group_t *g, int fused)
+{
+    herd_fusion_group_t *grp = &out->groups[out->ngroups++];
+    grp->first = out->norder;
+    grp->count = g->count;
+    grp->bytes = g->bytes;
+    grp->fused = fused && g->count > 1;
+    for (int64_t i = g->head; i >= 0; i = out->next[i])
+        out->order[out->norder++] = i;
+}
+
+void herd__fusion_plan(const herd_fusion_item_t *items, int64_t n, int64_t threshold,
+                       herd_fusion_scratch_t *scratch, int64_t *order,
+                       herd_fusion_group_t *groups, int64_t *ngroups)
+{
+    open_group_t open[MAX_OPEN_GROUPS];
+    int nopen = 0;
+    int64_t *next = scratch->next;
+    plan_out_t out = {.order = order, .groups = groups, .next = next};
+
+    for (int64_t i = 0; i < n; i++) {
+        const herd_fusion_item_t *it = &items[i];
+        next[i] = -1;
+        if (it->bytes >= threshold || it->bytes == 0) {
+            open_group_t solo = {.proto = it, .head = i, .tail = i, .count = 1,
+                                 .bytes = it->bytes};
+            emit(&out, &solo, 0);
+            continue;
+        }
+        int g = 0;
+        while (g < nopen && !same_class(open[g].proto, it))
+            g++;
+        if (g < nopen && open[g].bytes + it->bytes > threshold) {
+            emit(&out, &open[g], 1);
+            open[g] = open[--nopen]; /* order of open groups is irrelevant until the end */
+            g = nopen;
+        }
+        if (g == nopen && nopen == MAX_OPEN_GROUPS) {
+            emit(&out, &open[0], 1);
+            memmove(&open[0], &open[1], sizeof open[0] * (size_t)(--nopen));
+            g = nopen;
+        }
+        if (g == nopen) {
+            open[nopen++] = (open_group_t){.proto = it, .head = i, .tail = i, .count = 1,
+                                           .bytes = it->bytes};
+        } else {
+            next[open[g].tail] = i;
+            open[g].tail = i;
+            open[g].count++;
+            open[g].bytes += it->bytes;
+        }
+    }
+    /* Flush what is left in the order the groups were opened (their first member's priority). */
+    while (nopen > 0) {
+        int first = 0;
+        for (int g = 1; g < nopen; g++)
+            if (open[g].head < open[first].head)
+                first = g;
+        emit(&out, &open[first], 1);
+        open[first] = open[--nopen];
+    }
+    *ngroups = out.ngroups;
+}
+
+void herd__fusion_pack(void *dst, const void *const *srcs, const int64_t *bytes, int64_t n)
+{
+    char *p = dst;
+    for (int64_t i = 0; i < n; i++) {
+        memcpy(p, srcs[i], (size_t)bytes[i]);
+        p += bytes[i];
+    }
+}
+
+void herd__fusion_unpack(const void *src, void *const *dsts, const int64_t *bytes, int64_t n)
+{
+    const char *p = src;
+    for (int64_t i = 0; i < n; i++) {
+        memcpy(dsts[i], p, (size_t)bytes[i]);
+        p += bytes[i];
+    }
+}

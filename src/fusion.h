@@ -1,0 +1,44 @@
+/* fusion.h - which ready tensors travel together (pure planning), and packing them.
+ *
+ * Tensors that share (kind, dtype, op, root, device class) are packed, in priority order, into
+ * groups of at most `threshold` bytes, each reduced with one collective over the fusion buffer.
+ * A tensor of `threshold` bytes or more goes alone and is reduced where it lies, with no copy.
+ */
+#ifndef HERD_FUSION_H
+#define HERD_FUSION_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+typedef struct herd_fusion_item {
+    int kind, dtype, op, root, device_class; /* device_class: 0 host, 1 GPU */
+    int64_t bytes;
+} herd_fusion_item_t;
+
+typedef struct herd_fusion_group {
+    int64_t first; /* position in the plan's order[] */
+    int64_t count; /* tensors in the group */
+    int64_t bytes; /* their total size */
+    int fused;     /* 1: packed into the fusion buffer; 0: one tensor reduced where it lies */
+} herd_fusion_group_t;
+
+/* Scratch a plan needs per item; the caller allocates it once for its largest round. */
+typedef struct herd_fusion_scratch {
+    int64_t *next; /* n entries */
+} herd_fusion_scratch_t;
+
+/* Plans groups over items[0..n) given in priority order. Writes item positions, group by group,
+ * to order[0..n) and the groups to groups[0..*ngroups); both arrays hold n entries. Groups are
+ * emitted in the order they close: the same inputs give the same plan on every rank. Allocates
+ * nothing. */
+void herd__fusion_plan(const herd_fusion_item_t *items, int64_t n, int64_t threshold,
+                       herd_fusion_scratch_t *scratch, int64_t *order,
+                       herd_fusion_group_t *groups, int64_t *ngroups);
+
+/* Copies srcs[i] (bytes[i] each) one after another into dst. */
+void herd__fusion_pack(void *dst, const void *const *srcs, const int64_t *bytes, int64_t n);
+
+/* Copies consecutive pieces of src (bytes[i] each) out to dsts[i]. */
+void herd__fusion_unpack(const void *src, void *const *dsts, const int64_t *bytes, int64_t n);
+
+#endif

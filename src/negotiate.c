@@ -1,0 +1,468 @@
+/* negotiate.c - the replicated negotiation state machine; see negotiate.h. Allocation happens only
+ * when a name is first seen, a slot is made or a round reports an error: the steady state (cached
+ * slots, bits only) allocates nothing. */
+#include "negotiate.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "dtype.h"
+#include "herd.h"
+#include "request_queue.h"
+
+struct herd_pending_name {
+    UT_hash_handle hh;
+    int64_t priority; /* rank 0's, once rank 0 has asked */
+    int64_t arrival;  /* order of first sight, for a stable report */
+    int nhave;
+    uint8_t *have;        /* per rank: asked yet */
+    herd_attrs_t *attrs;  /* per rank */
+    size_t name_len;
+    char name[];
+};
+
+/* ---- wire format ---------------------------------------------------------------------------
+ * offset 0 u16 name_len | 2 u8 kind | 3 u8 dtype | 4 u8 op | 5..7 zero | 8 i32 root |
+ * 12 i32 device | 16 i64 count | 24 i64 priority | 32 i64 evict_slot | 40 name bytes.
+ * Host byte order: herd's ranks run one build on one architecture. */
+
+static void put(char *p, const void *v, size_t n)
+{
+    memcpy(p, v, n);
+}
+
+int herd__wire_encode(char *buf, size_t cap, size_t *used, const herd_wire_request_t *req)
+{
+    size_t need = HERD_WIRE_HEADER_BYTES + req->name_len;
+    if (*used > cap || cap - *used < need || req->name_len == 0 ||
+        req->name_len > HERD_MAX_NAME_LEN)
+        return -1;
+    char *p = buf + *used;
+    memset(p, 0, HERD_WIRE_HEADER_BYTES);
+    uint16_t len16 = (uint16_t)req->name_len;
+    uint8_t kind = (uint8_t)req->attrs.kind, dtype = (uint8_t)req->attrs.dtype,
+            op = (uint8_t)req->attrs.op;
+    put(p + 0, &len16, 2);
+    put(p + 2, &kind, 1);
+    put(p + 3, &dtype, 1);
+    put(p + 4, &op, 1);
+    put(p + 8, &req->attrs.root, 4);
+    put(p + 12, &req->attrs.device, 4);
+    put(p + 16, &req->attrs.count, 8);
+    put(p + 24, &req->priority, 8);
+    put(p + 32, &req->evict_slot, 8);
+    memcpy(p + HERD_WIRE_HEADER_BYTES, req->name, req->name_len);
+    *used += need;
+    return 0;
+}
+
+int herd__wire_decode(const char *buf, size_t len, size_t *offset, herd_wire_request_t *out)
+{
+    if (*offset == len)
+        return 0;
+    if (buf == NULL || *offset > len || len - *offset < HERD_WIRE_HEADER_BYTES)
+        return -1;
+    const char *p = buf + *offset;
+    uint16_t len16;
+    uint8_t kind, dtype, op, zero[3];
+    memcpy(&len16, p + 0, 2);
+    memcpy(&kind, p + 2, 1);
+    memcpy(&dtype, p + 3, 1);
+    memcpy(&op, p + 4, 1);
+    memcpy(zero, p + 5, 3);
+    herd_wire_request_t r;
+    memcpy(&r.attrs.root, p + 8, 4);
+    memcpy(&r.attrs.device, p + 12, 4);
+    memcpy(&r.attrs.count, p + 16, 8);
+    memcpy(&r.priority, p + 24, 8);
+    memcpy(&r.evict_slot, p + 32, 8);
+    if (len16 == 0 || len16 > HERD_MAX_NAME_LEN ||
+        len - *offset - HERD_WIRE_HEADER_BYTES < (size_t)len16)
+        return -1;
+    if (zero[0] || zero[1] || zero[2] || kind >= HERD_NUM_KINDS || !herd__dtype_valid(dtype) ||
+        !herd__op_valid(op) || r.attrs.count < 0 || r.evict_slot < -1 || r.priority < 0 ||
+        r.attrs.device < HERD_DEVICE_CPU)
+        return -1;
+    if (kind == HERD_KIND_BROADCAST ? r.attrs.root < 0 : r.attrs.root != -1)
+        return -1;
+    r.attrs.kind = kind;
+    r.attrs.dtype = dtype;
+    r.attrs.op = op;
+    r.name = p + HERD_WIRE_HEADER_BYTES;
+    r.name_len = len16;
+    *offset += HERD_WIRE_HEADER_BYTES + len16;
+    *out = r;
+    return 1;
+}
+
+/* ---- attributes ------------------------------------------------------------------------- */
+
+int herd__attrs_agree(const herd_attrs_t *a, const herd_attrs_t *b)
+{
+    return a->count == b->count && a->kind == b->kind && a->dtype == b->dtype && a->op == b->op &&
+           a->root == b->root && (a->device >= 0) == (b->device >= 0);
+}
+
+void herd__attrs_describe(const herd_attrs_t *a, char *out, size_t cap)
+{
+    const char *where = a->device >= 0 ? " on GPU" : "";
+    if (a->kind == HERD_KIND_BROADCAST)
+        snprintf(out, cap, "broadcast of %lld %s from root %d%s", (long long)a->count,
+                 herd__dtype_name(a->dtype), (int)a->root, where);
+    else
+        snprintf(out, cap, "allreduce of %lld %s (%s)%s", (long long)a->count,
+                 herd__dtype_name(a->dtype), herd__op_name(a->op), where);
+}
+
+/* ---- lifetime ------------------------------------------------------------------------------ */
+
+int herd__negotiate_init(herd_negotiator_t *n, int nranks)
+{
+    memset(n, 0, sizeof *n);
+    n->nranks = nranks;
+    return 0;
+}
+
+static void free_pending(herd_pending_name_t *p)
+{
+    free(p->have);
+    free(p->attrs);
+    free(p);
+}
+
+static void clear_round(herd_negotiator_t *n)
+{
+    for (int64_t i = 0; i < n->nmessages; i++)
+        free(n->messages[i]);
+    n->nmessages = 0;
+    n->nready = 0;
+    n->nevents = 0;
+}
+
+void herd__negotiate_destroy(herd_negotiator_t *n)
+{
+    clear_round(n);
+    herd_pending_name_t *p, *tmp;
+    HASH_ITER(hh, n->pending, p, tmp) {
+        HASH_DEL(n->pending, p);
+        free_pending(p);
+    }
+    for (int64_t s = 0; s < n->nslots; s++)
+        free(n->slots[s].name);
+    free(n->slots);
+    free(n->free_slots);
+    free(n->ready);
+    free(n->events);
+    free(n->messages);
+    memset(n, 0, sizeof *n);
+}
+
+/* ---- growth helpers (allocate only off the steady-state path) ---------------------------- */
+
+static int grow(void **array, int64_t *cap, int64_t need, size_t elem)
+{
+    if (need <= *cap)
+        return 0;
+    int64_t c = *cap ? *cap : 64;
+    while (c < need)
+        c *= 2;
+    void *p = realloc(*array, (size_t)c * elem);
+    if (p == NULL)
+        return HERD_ERR_NO_MEMORY;
+    *array = p;
+    *cap = c;
+    return 0;
+}
+
+static int push_event(herd_negotiator_t *n, herd_neg_event_t ev)
+{
+    if (grow((void **)&n->events, &n->events_cap, n->nevents + 1, sizeof ev))
+        return HERD_ERR_NO_MEMORY;
+    n->events[n->nevents++] = ev;
+    return 0;
+}
+
+static int push_ready(herd_negotiator_t *n, int64_t slot)
+{
+    if (grow((void **)&n->ready, &n->ready_cap, n->nready + 1, sizeof slot))
+        return HERD_ERR_NO_MEMORY;
+    n->ready[n->nready++] = slot;
+    return 0;
+}
+
+/* Keeps `text` (malloc'd) alive until the next round; returns it, or NULL. */
+static const char *keep_message(herd_negotiator_t *n, char *text)
+{
+    if (text == NULL)
+        return NULL;
+    if (grow((void **)&n->messages, &n->messages_cap, n->nmessages + 1, sizeof text)) {
+        free(text);
+        return NULL;
+    }
+    n->messages[n->nmessages++] = text;
+    return text;
+}
+
+/* ---- slots --------------------------------------------------------------------------------- */
+
+static int64_t take_slot(herd_negotiator_t *n)
+{
+    if (n->nfree > 0)
+        return n->free_slots[--n->nfree];
+    int64_t old_cap = n->slots_cap;
+    if (grow((void **)&n->slots, &n->slots_cap, n->nslots + 1, sizeof *n->slots))
+        return -1;
+    /* Keep the free stack able to hold every slot, so eviction never needs to allocate. */
+    if (n->slots_cap != old_cap) {
+        void *f = realloc(n->free_slots, sizeof *n->free_slots * (size_t)n->slots_cap);
+        if (f == NULL) {
+            n->slots_cap = old_cap; /* the larger block is kept, only not counted */
+            return -1;
+        }
+        n->free_slots = f;
+    }
+    memset(&n->slots[n->nslots], 0, sizeof *n->slots);
+    return n->nslots++;
+}
+
+static int evict(herd_negotiator_t *n, int64_t slot, const char *name, size_t name_len)
+{
+    if (slot < 0 || slot >= n->nslots)
+        return 0;
+    herd_slot_info_t *s = &n->slots[slot];
+    if (!s->in_use || s->name_len != name_len || memcmp(s->name, name, name_len) != 0)
+        return 0; /* already evicted this round by another rank's request */
+    herd_neg_event_t ev = {.type = HERD_EVENT_EVICTED, .slot = slot};
+    ev.name = keep_message(n, s->name); /* the event's name outlives the slot until next round */
+    ev.name_len = s->name_len;
+    s->name = NULL;
+    s->in_use = 0;
+    n->free_slots[n->nfree++] = slot;
+    if (ev.name == NULL)
+        return HERD_ERR_NO_MEMORY;
+    return push_event(n, ev);
+}
+
+/* ---- completing a name ----------------------------------------------------------------- */
+
+static char *mismatch_message(const herd_negotiator_t *n, const herd_pending_name_t *p)
+{
+    int first_bad = -1, nbad = 0;
+    for (int r = 1; r < n->nranks; r++) {
+        if (!herd__attrs_agree(&p->attrs[0], &p->attrs[r])) {
+            if (first_bad < 0)
+                first_bad = r;
+            nbad++;
+        }
+    }
+    char a0[160], ab[160];
+    herd__attrs_describe(&p->attrs[0], a0, sizeof a0);
+    herd__attrs_describe(&p->attrs[first_bad], ab, sizeof ab);
+    size_t cap = p->name_len + sizeof a0 + sizeof ab + 160;
+    char *msg = malloc(cap);
+    if (msg == NULL)
+        return NULL;
+    int len = snprintf(msg, cap, "tensor '%.*s': ranks disagree: rank 0 sent %s, rank %d sent %s",
+                       (int)p->name_len, p->name, a0, first_bad, ab);
+    if (nbad > 1 && len > 0 && (size_t)len < cap)
+        snprintf(msg + len, cap - (size_t)len, " (and %d more ranks differ from rank 0)",
+                 nbad - 1);
+    return msg;
+}
+
+static int complete_name(herd_negotiator_t *n, herd_pending_name_t *p)
+{
+    int rc = 0;
+    int agree = 1;
+    for (int r = 1; r < n->nranks && agree; r++)
+        agree = herd__attrs_agree(&p->attrs[0], &p->attrs[r]);
+    if (!agree) {
+        herd_neg_event_t ev = {.type = HERD_EVENT_ERROR, .status = HERD_ERR_MISMATCH, .slot = -1};
+        char *name = malloc(p->name_len + 1);
+        if (name != NULL) {
+            memcpy(name, p->name, p->name_len);
+            name[p->name_len] = '\0';
+        }
+        ev.name = keep_message(n, name);
+        ev.name_len = p->name_len;
+        ev.message = keep_message(n, mismatch_message(n, p));
+        rc = ev.name == NULL ? HERD_ERR_NO_MEMORY : push_event(n, ev);
+    } else {
+        int64_t slot = take_slot(n);
+        char *name = malloc(p->name_len + 1);
+        if (slot < 0 || name == NULL) {
+            free(name);
+            rc = HERD_ERR_NO_MEMORY;
+        } else {
+            memcpy(name, p->name, p->name_len);
+            name[p->name_len] = '\0';
+            herd_slot_info_t *s = &n->slots[slot];
+            s->attrs = p->attrs[0];
+            s->priority = p->priority;
+            s->local = NULL;
+            s->in_use = 1;
+            s->name = name;
+            s->name_len = p->name_len;
+            herd_neg_event_t ev = {.type = HERD_EVENT_NEW_SLOT, .slot = slot, .name = s->name,
+                                   .name_len = s->name_len};
+            rc = push_event(n, ev);
+            if (rc == 0)
+                rc = push_ready(n, slot);
+        }
+    }
+    HASH_DEL(n->pending, p);
+    n->npending--;
+    free_pending(p);
+    return rc;
+}
+
+static int add_request(herd_negotiator_t *n, int rank, const herd_wire_request_t *req,
+                       int64_t arrival)
+{
+    if (req->evict_slot >= 0) {
+        int rc = evict(n, req->evict_slot, req->name, req->name_len);
+        if (rc)
+            return rc;
+    }
+    herd_pending_name_t *p = NULL;
+    HASH_FIND(hh, n->pending, req->name, req->name_len, p);
+    if (p == NULL) {
+        p = calloc(1, sizeof *p + req->name_len + 1);
+        if (p == NULL)
+            return HERD_ERR_NO_MEMORY;
+        p->have = calloc((size_t)n->nranks, 1);
+        p->attrs = calloc((size_t)n->nranks, sizeof *p->attrs);
+        if (p->have == NULL || p->attrs == NULL) {
+            free_pending(p);
+            return HERD_ERR_NO_MEMORY;
+        }
+        memcpy(p->name, req->name, req->name_len);
+        p->name_len = req->name_len;
+        p->arrival = arrival;
+        HASH_ADD_KEYPTR(hh, n->pending, p->name, p->name_len, p);
+        n->npending++;
+    }
+    if (p->have[rank]) {
+        /* One op per name per rank is in flight: a repeat is a malformed stream; drop it. */
+        n->malformed++;
+        return 0;
+    }
+    p->have[rank] = 1;
+    p->attrs[rank] = req->attrs;
+    if (rank == 0)
+        p->priority = req->priority;
+    if (++p->nhave == n->nranks)
+        return complete_name(n, p);
+    return 0;
+}
+
+/* ---- ordering: heapsort by (priority, slot); it allocates nothing, unlike glibc's qsort. ---- */
+
+static int before(const herd_negotiator_t *n, int64_t a, int64_t b)
+{
+    int64_t pa = n->slots[a].priority, pb = n->slots[b].priority;
+    return pa != pb ? pa < pb : a < b;
+}
+
+static void sift_down(const herd_negotiator_t *n, int64_t *v, int64_t root, int64_t count)
+{
+    for (;;) {
+        int64_t child = 2 * root + 1;
+        if (child >= count)
+            return;
+        if (child + 1 < count && before(n, v[child], v[child + 1]))
+            child++;
+        if (!before(n, v[root], v[child]))
+            return;
+        int64_t t = v[root];
+        v[root] = v[child];
+        v[child] = t;
+        root = child;
+    }
+}
+
+static void sort_ready(herd_negotiator_t *n)
+{
+    int64_t *v = n->ready, count = n->nready;
+    for (int64_t i = count / 2 - 1; i >= 0; i--)
+        sift_down(n, v, i, count);
+    for (int64_t end = count - 1; end > 0; end--) {
+        int64_t t = v[0];
+        v[0] = v[end];
+        v[end] = t;
+        sift_down(n, v, 0, end);
+    }
+}
+
+int herd__negotiate_round(herd_negotiator_t *n, const uint64_t *and_bits, int64_t and_words,
+                          const char *const *blobs, const size_t *blob_lens)
+{
+    clear_round(n);
+    int64_t words = herd__negotiate_words(n);
+    if (and_words < words)
+        words = and_words;
+    for (int64_t w = 0; w < words; w++) {
+        uint64_t bits = and_bits[w];
+        while (bits) {
+            int64_t slot = w * 64 + __builtin_ctzll(bits);
+            bits &= bits - 1;
+            if (slot < n->nslots && n->slots[slot].in_use && push_ready(n, slot))
+                return HERD_ERR_NO_MEMORY;
+        }
+    }
+    if (blobs != NULL) {
+        int64_t arrival = 0;
+        for (int r = 0; r < n->nranks; r++) {
+            size_t off = 0;
+            herd_wire_request_t req;
+            int got;
+            while ((got = herd__wire_decode(blobs[r], blob_lens[r], &off, &req)) == 1) {
+                int rc = add_request(n, r, &req, arrival++);
+                if (rc)
+                    return rc;
+            }
+            if (got < 0)
+                n->malformed++;
+        }
+    }
+    sort_ready(n);
+    return 0;
+}
+
+int herd__negotiate_fail_pending(herd_negotiator_t *n, int status, const char *why)
+{
+    clear_round(n);
+    herd_pending_name_t *p, *tmp;
+    int rc = 0;
+    HASH_ITER(hh, n->pending, p, tmp) {
+        char *name = malloc(p->name_len + 1);
+        if (name != NULL) {
+            memcpy(name, p->name, p->name_len);
+            name[p->name_len] = '\0';
+        }
+        herd_neg_event_t ev = {.type = HERD_EVENT_ERROR, .status = status, .slot = -1};
+        ev.name = keep_message(n, name);
+        ev.name_len = p->name_len;
+        size_t cap = p->name_len + strlen(why) + 64;
+        char *msg = malloc(cap);
+        if (msg != NULL)
+            snprintf(msg, cap, "tensor '%.*s': %s", (int)p->name_len, p->name, why);
+        ev.message = keep_message(n, msg);
+        if (ev.name == NULL || push_event(n, ev))
+            rc = HERD_ERR_NO_MEMORY;
+        HASH_DEL(n->pending, p);
+        n->npending--;
+        free_pending(p);
+    }
+    return rc;
+}
+
+void herd__negotiate_visit_pending(const herd_negotiator_t *n, herd_pending_visit_fn fn,
+                                   void *ctx)
+{
+    const herd_pending_name_t *p, *tmp;
+    HASH_ITER(hh, n->pending, p, tmp) {
+        fn(ctx, p->name, p->name_len, p->have, n->nranks);
+    }
+}

@@ -1,0 +1,165 @@
+/* runtime.c - see runtime.h. */
+#include "runtime.h"
+
+#include <sched.h>
+#include <stdlib.h>
+
+#include "herd.h"
+#include "log.h"
+#include "status.h"
+
+static herd_runtime_t the_runtime = {
+    .lifecycle = PTHREAD_MUTEX_INITIALIZER,
+    .state = HERD_STATE_UNINIT,
+    .rank = -1,
+    .size = -1,
+    .local_rank = -1,
+    .local_size = -1,
+};
+
+herd_runtime_t *herd__runtime(void)
+{
+    return &the_runtime;
+}
+
+static const char *getenv_lookup(const char *name)
+{
+    return getenv(name);
+}
+
+int herd__runtime_enter(herd_runtime_t *rt)
+{
+    atomic_fetch_add(&rt->active_calls, 1);
+    int state = atomic_load(&rt->state);
+    if (state == HERD_STATE_RUNNING)
+        return HERD_OK;
+    atomic_fetch_sub(&rt->active_calls, 1);
+    if (state == HERD_STATE_STOPPING)
+        return herd__status_set(HERD_ERR_INVALID_USAGE, "herd is shutting down");
+    return herd__status_set(HERD_ERR_INVALID_USAGE,
+                            "herd is not initialised: call herd_init first");
+}
+
+void herd__runtime_leave(herd_runtime_t *rt)
+{
+    atomic_fetch_sub(&rt->active_calls, 1);
+}
+
+static void set_identity(herd_runtime_t *rt, int rank, int size, int local_rank, int local_size)
+{
+    atomic_store(&rt->rank, rank);
+    atomic_store(&rt->size, size);
+    atomic_store(&rt->local_rank, local_rank);
+    atomic_store(&rt->local_size, local_size);
+}
+
+static int make_handles(herd_runtime_t *rt)
+{
+    if (atomic_load(&rt->handles_made)) {
+        if (rt->handles.capacity != (uint32_t)rt->config.max_handles)
+            HERD_LOG_WRN("HERD_MAX_HANDLES changed to %d after the first herd_init; keeping %u",
+                         rt->config.max_handles, rt->handles.capacity);
+        return HERD_OK;
+    }
+    int rc = herd__handles_init(&rt->handles, (uint32_t)rt->config.max_handles);
+    if (rc != HERD_OK)
+        return herd__status_set(rc, "cannot allocate %d operation slots",
+                                rt->config.max_handles);
+    atomic_store(&rt->handles_made, 1);
+    return HERD_OK;
+}
+
+/* Starts everything after the control plane; on failure undoes what it did. */
+static int start_engine(herd_runtime_t *rt)
+{
+    int rc = herd__backend_mpi_create(&rt->cpu_backend, herd__ctrl_world(rt->ctrl),
+                                      rt->config.chunk_bytes);
+    if (rc != HERD_OK)
+        return rc;
+    herd__registry_init(&rt->registry);
+    rc = herd__queue_init(&rt->queue, rt->handles.capacity);
+    if (rc != HERD_OK) {
+        rc = herd__status_set(rc, "cannot allocate the request queue");
+        goto fail_queue;
+    }
+    herd_coordinator_deps_t deps = {.config = &rt->config, .ctrl = rt->ctrl,
+                                    .cpu_backend = rt->cpu_backend, .handles = &rt->handles,
+                                    .registry = &rt->registry, .queue = &rt->queue};
+    rc = herd__coordinator_start(&rt->coordinator, &deps);
+    if (rc == HERD_OK)
+        return HERD_OK;
+    herd__queue_destroy(&rt->queue);
+fail_queue:
+    herd__registry_destroy(&rt->registry);
+    rt->cpu_backend->destroy(rt->cpu_backend);
+    rt->cpu_backend = NULL;
+    return rc;
+}
+
+int herd__runtime_init(void)
+{
+    herd_runtime_t *rt = &the_runtime;
+    pthread_mutex_lock(&rt->lifecycle);
+    int rc = HERD_OK;
+    if (atomic_load(&rt->state) != HERD_STATE_UNINIT) {
+        rc = herd__status_set(HERD_ERR_INVALID_USAGE, "herd is already initialised");
+        goto out;
+    }
+    rc = herd__config_parse(&rt->config, getenv_lookup);
+    if (rc != HERD_OK)
+        goto out;
+    herd__log_setup(rt->config.log_level, -1);
+    rc = make_handles(rt);
+    if (rc != HERD_OK)
+        goto out;
+    rc = herd__ctrl_open(&rt->ctrl);
+    if (rc != HERD_OK)
+        goto out;
+    rc = start_engine(rt);
+    if (rc != HERD_OK) {
+        herd__ctrl_release(rt->ctrl);
+        rt->ctrl = NULL;
+        goto out;
+    }
+    herd__log_setup(rt->config.log_level, herd__ctrl_rank(rt->ctrl));
+    set_identity(rt, herd__ctrl_rank(rt->ctrl), herd__ctrl_size(rt->ctrl),
+                 herd__ctrl_local_rank(rt->ctrl), herd__ctrl_local_size(rt->ctrl));
+    atomic_store(&rt->state, HERD_STATE_RUNNING);
+    HERD_LOG_INF("herd %s up: rank %d of %d (local %d of %d), fusion threshold %lld bytes",
+                 HERD_VERSION_STRING, atomic_load(&rt->rank), atomic_load(&rt->size),
+                 atomic_load(&rt->local_rank), atomic_load(&rt->local_size),
+                 (long long)rt->config.fusion_threshold);
+    herd__status_clear();
+out:
+    pthread_mutex_unlock(&rt->lifecycle);
+    return rc;
+}
+
+int herd__runtime_shutdown(void)
+{
+    herd_runtime_t *rt = &the_runtime;
+    pthread_mutex_lock(&rt->lifecycle);
+    if (atomic_load(&rt->state) != HERD_STATE_RUNNING) {
+        pthread_mutex_unlock(&rt->lifecycle);
+        herd__status_clear();
+        return HERD_OK;
+    }
+    atomic_store(&rt->state, HERD_STATE_STOPPING);
+    /* Submissions already past the state check finish queueing before the last round. */
+    while (atomic_load(&rt->active_calls) > 0)
+        sched_yield();
+    int rc = herd__coordinator_join(rt->coordinator);
+    rt->coordinator = NULL;
+    herd__queue_destroy(&rt->queue);
+    herd__registry_destroy(&rt->registry);
+    rt->cpu_backend->destroy(rt->cpu_backend);
+    rt->cpu_backend = NULL;
+    herd__ctrl_release(rt->ctrl);
+    rt->ctrl = NULL;
+    set_identity(rt, -1, -1, -1, -1);
+    atomic_store(&rt->state, HERD_STATE_UNINIT);
+    if (rc == HERD_OK)
+        herd__status_clear();
+    pthread_mutex_unlock(&rt->lifecycle);
+    return rc;
+}

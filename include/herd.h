@@ -15,7 +15,7 @@
  * query (herd_rank, herd_strerror, ...). After an error, herd_last_error() on the same thread
  * returns a message that names the tensor, the ranks and the values involved.
  *
- * Copyright 2026 The herd authors. SPDX-License-Identifier: Apache-2.0
+ * Copyright 2026 The herd authors. SPDX-License-Identifier: MIT
  */
 #ifndef HERD_H
 #define HERD_H

@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Installs what herd needs to build and test, when it is missing: a C compiler, CMake, OpenMPI,
+# CUnit, uthash, pkg-config (Debian packages) and numpy + pytest (PyPI) for the Python layer.
+# Sourced by scripts/demo.sh and scripts/test.sh; safe to run again.
+set -euo pipefail
+
+missing=()
+command -v cc >/dev/null || missing+=(build-essential)
+command -v c++ >/dev/null || missing+=(g++)
+command -v cmake >/dev/null || missing+=(cmake)
+command -v mpicc >/dev/null || missing+=(libopenmpi-dev)
+command -v mpiexec >/dev/null || missing+=(openmpi-bin)
+command -v pkg-config >/dev/null || missing+=(pkg-config)
+[ -f /usr/include/CUnit/Basic.h ] || missing+=(libcunit1-dev)
+[ -f /usr/include/uthash.h ] || missing+=(uthash-dev)
+command -v python3 >/dev/null || missing+=(python3 python3-pip)
+
+if [ ${#missing[@]} -gt 0 ]; then
+    echo "herd: installing ${missing[*]}"
+    if [ "$(id -u)" -ne 0 ]; then
+        echo "herd: need root to apt-get install ${missing[*]}" >&2
+        exit 1
+    fi
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+
+if ! python3 -c 'import numpy, pytest' 2>/dev/null; then
+    echo "herd: installing numpy and pytest"
+    python3 -m pip install -q numpy pytest 2>/dev/null ||
+        python3 -m pip install -q --break-system-packages numpy pytest
+fi

@@ -238,11 +238,26 @@ static int check_handles_exist(herd_runtime_t *rt)
     return HERD_OK;
 }
 
+/* A request queued without waking the coordinator thread (see herd__queue_push) must not wait
+ * for its idle timeout once somebody asks about it. */
+static void flush_submissions(herd_runtime_t *rt)
+{
+    if (herd__runtime_enter(rt) == HERD_OK) {
+        herd__queue_flush(&rt->queue);
+        herd__runtime_leave(rt);
+    }
+}
+
 int herd_poll_handle(herd_handle_t handle)
 {
     herd_runtime_t *rt = herd__runtime();
     int rc = check_handles_exist(rt);
-    return rc != HERD_OK ? rc : herd__handles_poll(&rt->handles, handle);
+    if (rc != HERD_OK)
+        return rc;
+    rc = herd__handles_poll(&rt->handles, handle);
+    if (rc == HERD_INPROGRESS)
+        flush_submissions(rt);
+    return rc;
 }
 
 int herd_wait_handle(herd_handle_t handle, int64_t timeout_ms)
@@ -255,5 +270,17 @@ int herd_wait_handle(herd_handle_t handle, int64_t timeout_ms)
         return herd__status_set(HERD_ERR_INVALID_ARG,
                                 "timeout_ms %lld is invalid: use -1 (forever) or >= 0",
                                 (long long)timeout_ms);
+    /* A wait without a deadline may run the rounds its operation needs on this thread, which
+     * saves the two thread wakes of a hand-off. A wait with a deadline never does: it must be
+     * able to return on time even if a peer stops answering inside an MPI call. */
+    while (timeout_ms < 0 && herd__handles_poll(&rt->handles, handle) == HERD_INPROGRESS &&
+           herd__runtime_enter(rt) == HERD_OK) {
+        int ran = herd__coordinator_drive(rt->coordinator, handle);
+        herd__runtime_leave(rt);
+        if (!ran)
+            break;
+    }
+    if (herd__handles_poll(&rt->handles, handle) == HERD_INPROGRESS)
+        flush_submissions(rt);
     return herd__handles_wait(&rt->handles, handle, timeout_ms);
 }

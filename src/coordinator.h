@@ -33,7 +33,12 @@ typedef struct herd_coordinator_deps {
 /* Allocates the coordinator's tables and starts its thread ("herd-coord"). */
 int herd__coordinator_start(herd_coordinator_t **out, const herd_coordinator_deps_t *deps);
 
-/* Asks for shutdown (kick the queue first), waits for the thread to finish its last round and
+/* Lets the calling application thread run rounds itself until `handle` completes, when no other
+ * thread is driving; returns at once otherwise. Returns 1 if it ran a round. The caller must
+ * keep the coordinator alive meanwhile (runtime_enter). */
+int herd__coordinator_drive(herd_coordinator_t *c, herd_handle_t handle);
+
+/* Asks for shutdown, waits for the thread to finish its last round and
  * frees the coordinator. Every operation still pending has completed when this returns. */
 int herd__coordinator_join(herd_coordinator_t *c);
 

@@ -1,12 +1,17 @@
 /* request_queue.c - a mutex-protected intrusive FIFO. Producers signal the condition variable
- * only while the coordinator sleeps, so a busy coordinator costs submitters no syscall. */
+ * only while the coordinator thread sleeps and no application thread is driving, so a busy
+ * coordinator costs submitters no syscall.
+ *
+ * The driving flag and the pending count form a Dekker pair: a submitter increments `pending`
+ * and then reads `driving`; a driver that stops clears `driving` and then reads `pending`
+ * (coordinator.c). Both sequentially consistent, so at least one of them sees the other and the
+ * request is never left without someone to run it. */
 #include "request_queue.h"
 
 #include <stdlib.h>
 
 #include "herd.h"
 #include "util/thread.h"
-
 
 int herd__queue_init(herd_request_queue_t *q, uint32_t capacity)
 {
@@ -18,8 +23,10 @@ int herd__queue_init(herd_request_queue_t *q, uint32_t capacity)
     q->head = q->tail = HERD_NO_INDEX;
     q->count = 0;
     q->sleeping = 0;
-    q->kicked = 0;
+    q->nudged = 0;
     atomic_init(&q->pending, 0);
+    atomic_init(&q->driving, 0);
+    atomic_init(&q->unsignaled, 0);
     q->capacity = capacity;
     return HERD_OK;
 }
@@ -45,16 +52,25 @@ void herd__queue_push(herd_request_queue_t *q, uint32_t index)
     q->tail = index;
     q->count++;
     atomic_fetch_add(&q->pending, 1);
+    if (q->sleeping && !atomic_load(&q->driving) && atomic_exchange(&q->unsignaled, 1))
+        herd__cond_signal(&q->cond);
+    herd__mutex_unlock(&q->lock);
+}
+
+void herd__queue_flush(herd_request_queue_t *q)
+{
+    if (!atomic_load(&q->unsignaled) || !atomic_exchange(&q->unsignaled, 0))
+        return;
+    herd__mutex_lock(&q->lock);
     if (q->sleeping)
         herd__cond_signal(&q->cond);
     herd__mutex_unlock(&q->lock);
 }
 
-void herd__queue_kick(herd_request_queue_t *q)
+void herd__queue_nudge(herd_request_queue_t *q)
 {
     herd__mutex_lock(&q->lock);
-    q->kicked = 1;
-    atomic_fetch_add(&q->pending, 1);
+    q->nudged = 1;
     herd__cond_signal(&q->cond);
     herd__mutex_unlock(&q->lock);
 }
@@ -65,10 +81,10 @@ uint32_t herd__queue_drain(herd_request_queue_t *q)
         return HERD_NO_INDEX;
     herd__mutex_lock(&q->lock);
     uint32_t head = q->head;
-    unsigned taken = q->count;
+    atomic_store(&q->unsignaled, 0);
+    atomic_fetch_sub(&q->pending, q->count);
     q->count = 0;
     q->head = q->tail = HERD_NO_INDEX;
-    atomic_fetch_sub(&q->pending, taken);
     herd__mutex_unlock(&q->lock);
     return head;
 }
@@ -80,28 +96,20 @@ uint32_t herd__queue_next(const herd_request_queue_t *q, uint32_t index)
 
 int herd__queue_ready(herd_request_queue_t *q)
 {
-    return atomic_load_explicit(&q->pending, memory_order_acquire) != 0;
+    return atomic_load(&q->pending) != 0;
 }
 
-void herd__queue_sleep(herd_request_queue_t *q, int64_t deadline_ns)
+int herd__queue_sleep(herd_request_queue_t *q, int64_t deadline_ns, int requests_too)
 {
     herd__mutex_lock(&q->lock);
     q->sleeping = 1;
-    while (q->head == HERD_NO_INDEX && !q->kicked) {
+    int woken = 0;
+    while (!(woken = q->nudged || (requests_too && q->head != HERD_NO_INDEX))) {
         if (herd__cond_wait_until(&q->cond, &q->lock, deadline_ns))
             break;
     }
+    q->nudged = 0;
     q->sleeping = 0;
     herd__mutex_unlock(&q->lock);
-}
-
-int herd__queue_take_kick(herd_request_queue_t *q)
-{
-    herd__mutex_lock(&q->lock);
-    int kicked = q->kicked;
-    if (kicked)
-        atomic_fetch_sub(&q->pending, 1);
-    q->kicked = 0;
-    herd__mutex_unlock(&q->lock);
-    return kicked;
+    return woken;
 }

@@ -29,12 +29,18 @@ typedef struct herd_request {
 
 typedef struct herd_request_queue {
     pthread_mutex_t lock;
-    pthread_cond_t cond;  /* the coordinator sleeps here */
+    pthread_cond_t cond;  /* the coordinator thread sleeps here */
     uint32_t head, tail;  /* guarded by lock */
     uint32_t count;       /* guarded by lock: requests between head and tail */
-    int sleeping;         /* guarded by lock: the coordinator waits on cond */
-    int kicked;           /* guarded by lock: a non-request event (shutdown) is waiting */
+    int sleeping;         /* guarded by lock: the coordinator thread waits on cond */
+    int nudged;           /* guarded by lock: a wake that is not a request */
     atomic_uint pending;  /* queued requests; read without the lock to spin cheaply */
+    /* 1 while an application thread drives progress itself: it will drain the queue, so
+     * submitters need not wake the coordinator thread. */
+    atomic_int driving;
+    /* 1 when a request was queued while the coordinator thread slept and nobody woke it (see
+     * herd__queue_push). */
+    atomic_int unsignaled;
     uint32_t *next;       /* guarded by lock: link per handle index */
     uint32_t capacity;
 } herd_request_queue_t;
@@ -42,25 +48,31 @@ typedef struct herd_request_queue {
 int herd__queue_init(herd_request_queue_t *q, uint32_t capacity);
 void herd__queue_destroy(herd_request_queue_t *q);
 
-/* Appends `index`; wakes the coordinator if it sleeps. Any thread. */
+/* Appends `index`. A thread waking another costs 30-50 us on a busy machine, and a program that
+ * submits and then waits would rather run the round itself (herd__coordinator_drive). So the
+ * first request queued while the coordinator thread sleeps does not wake it: the next
+ * submission does, or the next wait or poll (herd__queue_flush), or the coordinator's own idle
+ * timeout (HERD_IDLE_POLL_US), whichever comes first. */
 void herd__queue_push(herd_request_queue_t *q, uint32_t index);
 
-/* Wakes the coordinator for an event that is not a request (shutdown). Any thread. */
-void herd__queue_kick(herd_request_queue_t *q);
+/* Wakes the coordinator thread if a request is queued that it was not told about. Cheap when
+ * there is none (one atomic exchange). Any thread. */
+void herd__queue_flush(herd_request_queue_t *q);
+
+/* Wakes the coordinator thread for an event that is not a request (shutdown, hand-over). */
+void herd__queue_nudge(herd_request_queue_t *q);
 
 /* Takes every queued index in FIFO order: returns the first (HERD_NO_INDEX if none); follow the
- * list with herd__queue_next. Coordinator only. */
+ * list with herd__queue_next. Caller holds the coordinator's progress lock. */
 uint32_t herd__queue_drain(herd_request_queue_t *q);
 uint32_t herd__queue_next(const herd_request_queue_t *q, uint32_t index);
 
-/* 1 if requests or a kick are waiting. Lock-free. */
+/* 1 if requests are waiting. Lock-free. */
 int herd__queue_ready(herd_request_queue_t *q);
 
-/* Sleeps until a request or kick arrives or `deadline_ns` (herd__clock_ns) passes. Returns at
- * once if one is already there. Coordinator only. */
-void herd__queue_sleep(herd_request_queue_t *q, int64_t deadline_ns);
-
-/* Clears and returns the kick flag. Coordinator only. */
-int herd__queue_take_kick(herd_request_queue_t *q);
+/* Sleeps until a nudge, a request (unless `requests_too` is 0) or `deadline_ns`
+ * (herd__clock_ns) passes. Clears the nudge. Returns 1 if woken, 0 on the deadline.
+ * Coordinator thread only. */
+int herd__queue_sleep(herd_request_queue_t *q, int64_t deadline_ns, int requests_too);
 
 #endif

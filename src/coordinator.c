@@ -2,9 +2,10 @@
  *
  * DESIGN
  * What runs where: API threads validate a call, fill the request inside its handle slot and push
- * the slot index on the request queue. This thread alone calls MPI after init: it drains the
- * queue, runs negotiation rounds with every other rank, executes what every rank has ready and
- * completes the handles. Waiters sleep on the handle table's condition variable.
+ * the slot index on the request queue. Rounds run under the progress lock, on the coordinator
+ * thread ("herd-coord") or on an application thread that waits without a deadline and finds
+ * nobody else driving: only the holder of the progress lock calls MPI after init. Waiters that
+ * do not drive sleep on the handle table's condition variable.
  *
  * A round, identical on every rank (see the invariant in coordinator.h):
  *   1. one MPI_Allreduce(BAND) of [~or_flags, and_flags, ready bits...]: the AND of the ready
@@ -18,15 +19,16 @@
  *      is one collective on the data-plane communicator.
  *
  * When to run a round: a rank that has something new (a submission, a re-announcement after an
- * eviction, a shutdown request) runs one and sends a wake message to every other rank; an idle
- * rank spins for HERD_SPIN_US watching its queue and the wake receive, then sleeps on the queue's
- * condition variable, waking at most every HERD_IDLE_POLL_US to test for a wake message. A rank
- * whose submissions all wait on other ranks has nothing new, so it sleeps too: nobody spins
- * while a straggler computes.
+ * eviction, a shutdown request) runs one and sends a wake message to every other rank. An idle
+ * rank's coordinator thread sleeps on the queue's condition variable, waking at most every
+ * HERD_IDLE_POLL_US (backing off from 20 us) to test for a wake message, or at once when told
+ * about a submission (see herd__queue_push for when it is told). A rank whose submissions all
+ * wait on other ranks has nothing new, so it sleeps too: nobody spins while a straggler
+ * computes.
  *
- * What may block: MPI calls (a round waits for the slowest rank to join). No lock is held across
- * an MPI call. The queue lock and the handle-table lock are leaves; the registry lock is taken
- * only to look a name up when a round reports on it.
+ * What may block: MPI calls (a round waits for the slowest rank to join). No lock but the
+ * progress lock is held across an MPI call. Lock order: progress -> registry | queue | handle
+ * table (the last three are leaves, never held together).
  */
 #include "coordinator.h"
 

@@ -24,7 +24,7 @@ struct herd_ctrl {
     MPI_Comm comm;
     int rank, size, local_rank, local_size;
     int owns_mpi;
-    /* wake messages (coordinator only) */
+    /* wake messages (under the progress lock) */
     MPI_Request wake_recv;
     int64_t wake_in;
     MPI_Request *wake_send; /* one per peer */
@@ -32,7 +32,7 @@ struct herd_ctrl {
     int64_t *sent_to;       /* wakes sent to each rank */
     int64_t *received_from; /* wakes received from each rank */
     int sends_pending;
-    /* allgather buffers (coordinator only) */
+    /* allgather buffers (under the progress lock) */
     int *counts, *displs;
     size_t *lens;
     const char **blobs;

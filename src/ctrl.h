@@ -3,7 +3,7 @@
  * No MPI type appears here: only ctrl.c and backend/mpi.c include mpi.h.
  *
  * Threads: herd__ctrl_open and herd__ctrl_finalize_mpi run on the application thread that calls
- * herd_init/herd_shutdown; everything else runs on the coordinator thread only.
+ * herd_init/herd_shutdown; everything else only under the coordinator's progress lock.
  */
 #ifndef HERD_CTRL_H
 #define HERD_CTRL_H

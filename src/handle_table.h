@@ -24,7 +24,7 @@ typedef struct herd_slot {
     atomic_int status;               /* HERD_INPROGRESS until the coordinator completes it */
     char *message;                   /* error text, set before status; freed at release */
     uint32_t next_free;              /* guarded by table lock */
-    int coordinator_owned;           /* coordinator only: taken from the queue, not finished */
+    int coordinator_owned;           /* under progress lock: taken from the queue, unfinished */
     herd_request_t request;          /* written by the submitter before queueing */
 } herd_slot_t;
 

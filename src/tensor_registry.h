@@ -17,7 +17,7 @@ typedef struct herd_tensor {
     UT_hash_handle hh;   /* guarded by registry lock */
     int64_t key;         /* declaration index on this rank: the priority this rank proposes */
     atomic_int inflight; /* 1 from submit until completion: one op per name at a time */
-    /* coordinator only: */
+    /* under the coordinator's progress lock: */
     int64_t slot;          /* negotiated cache slot, -1 when not cached */
     uint32_t pending;      /* handle index of the op being negotiated, HERD_NO_INDEX if none */
     int announced_by_bit;  /* the pending op was announced through the ready bit-vector */

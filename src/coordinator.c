@@ -228,28 +228,39 @@ static int run_collective(herd_coordinator_t *c, const herd_fusion_group_t *g)
                                  first->op);
         return be->broadcast(be, first->recvbuf, first->count, first->dtype, first->root);
     }
-    int rc = ensure_fusion_buffer(c, g->bytes);
-    if (rc != HERD_OK)
-        return rc;
     for (int64_t i = 0; i < g->count; i++) {
         herd_request_t *r = request_of(c, ops[member[i]]);
         c->srcs[i] = r->sendbuf;
         c->dsts[i] = r->recvbuf;
         c->sizes[i] = r->count * (int64_t)herd__dtype_size(r->dtype);
     }
-    int64_t elems = g->bytes / (int64_t)herd__dtype_size(first->dtype);
-    if (first->kind == HERD_KIND_ALLREDUCE) {
-        herd__fusion_pack(c->fusion_buf, c->srcs, c->sizes, g->count);
-        rc = be->allreduce(be, c->fusion_buf, c->fusion_buf, elems, first->dtype, first->op);
-        if (rc == HERD_OK)
-            herd__fusion_unpack(c->fusion_buf, c->dsts, c->sizes, g->count);
+    /* The group travels in pieces of HERD_CHUNK_BYTES: each piece is packed, reduced and
+     * unpacked while it is still in cache, so the fusion buffer stays small and a big group does
+     * not stream through main memory three times. */
+    int64_t esize = (int64_t)herd__dtype_size(first->dtype);
+    int64_t piece = c->d.config->chunk_bytes > 0 ? c->d.config->chunk_bytes : g->bytes;
+    piece = piece < g->bytes ? piece - piece % esize : g->bytes;
+    if (piece < esize)
+        piece = esize;
+    int rc = ensure_fusion_buffer(c, piece);
+    if (rc != HERD_OK)
         return rc;
+    int is_root = first->kind == HERD_KIND_BROADCAST && c->rank == first->root;
+    int pack = first->kind == HERD_KIND_ALLREDUCE || is_root;
+    int unpack = first->kind == HERD_KIND_ALLREDUCE || !is_root;
+    herd_fusion_cursor_t in = {0, 0}, out = {0, 0};
+    for (int64_t done = 0; done < g->bytes && rc == HERD_OK; done += piece) {
+        int64_t n = g->bytes - done < piece ? g->bytes - done : piece;
+        if (pack)
+            herd__fusion_pack_range(c->fusion_buf, c->srcs, c->sizes, g->count, &in, n);
+        if (first->kind == HERD_KIND_ALLREDUCE)
+            rc = be->allreduce(be, c->fusion_buf, c->fusion_buf, n / esize, first->dtype,
+                               first->op);
+        else
+            rc = be->broadcast(be, c->fusion_buf, n / esize, first->dtype, first->root);
+        if (rc == HERD_OK && unpack)
+            herd__fusion_unpack_range(c->fusion_buf, c->dsts, c->sizes, g->count, &out, n);
     }
-    if (c->rank == first->root)
-        herd__fusion_pack(c->fusion_buf, c->srcs, c->sizes, g->count);
-    rc = be->broadcast(be, c->fusion_buf, elems, first->dtype, first->root);
-    if (rc == HERD_OK && c->rank != first->root)
-        herd__fusion_unpack(c->fusion_buf, c->dsts, c->sizes, g->count);
     return rc;
 }
 

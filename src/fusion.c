@@ -88,20 +88,58 @@ void herd__fusion_plan(const herd_fusion_item_t *items, int64_t n, int64_t thres
     *ngroups = out.ngroups;
 }
 
+void herd__fusion_pack_range(void *dst, const void *const *srcs, const int64_t *bytes,
+                             int64_t count, herd_fusion_cursor_t *cur, int64_t n)
+{
+    char *out = dst;
+    while (n > 0 && cur->member < count) {
+        int64_t take = bytes[cur->member] - cur->offset;
+        if (take > n)
+            take = n;
+        memcpy(out, (const char *)srcs[cur->member] + cur->offset, (size_t)take);
+        out += take;
+        n -= take;
+        cur->offset += take;
+        if (cur->offset == bytes[cur->member]) {
+            cur->member++;
+            cur->offset = 0;
+        }
+    }
+}
+
+void herd__fusion_unpack_range(const void *src, void *const *dsts, const int64_t *bytes,
+                               int64_t count, herd_fusion_cursor_t *cur, int64_t n)
+{
+    const char *in = src;
+    while (n > 0 && cur->member < count) {
+        int64_t take = bytes[cur->member] - cur->offset;
+        if (take > n)
+            take = n;
+        memcpy((char *)dsts[cur->member] + cur->offset, in, (size_t)take);
+        in += take;
+        n -= take;
+        cur->offset += take;
+        if (cur->offset == bytes[cur->member]) {
+            cur->member++;
+            cur->offset = 0;
+        }
+    }
+}
+
 void herd__fusion_pack(void *dst, const void *const *srcs, const int64_t *bytes, int64_t n)
 {
-    char *p = dst;
-    for (int64_t i = 0; i < n; i++) {
-        memcpy(p, srcs[i], (size_t)bytes[i]);
-        p += bytes[i];
-    }
+    herd_fusion_cursor_t cur = {0, 0};
+    int64_t total = 0;
+    for (int64_t i = 0; i < n; i++)
+        total += bytes[i];
+    herd__fusion_pack_range(dst, srcs, bytes, n, &cur, total);
 }
 
 void herd__fusion_unpack(const void *src, void *const *dsts, const int64_t *bytes, int64_t n)
 {
-    const char *p = src;
-    for (int64_t i = 0; i < n; i++) {
-        memcpy(dsts[i], p, (size_t)bytes[i]);
-        p += bytes[i];
-    }
+    herd_fusion_cursor_t cur = {0, 0};
+    int64_t total = 0;
+    for (int64_t i = 0; i < n; i++)
+        total += bytes[i];
+    herd__fusion_unpack_range(src, dsts, bytes, n, &cur, total);
 }

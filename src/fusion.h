@@ -35,6 +35,21 @@ void herd__fusion_plan(const herd_fusion_item_t *items, int64_t n, int64_t thres
                        herd_fusion_scratch_t *scratch, int64_t *order,
                        herd_fusion_group_t *groups, int64_t *ngroups);
 
+/* A position inside a group's bytes laid end to end: member index and offset within it. */
+typedef struct herd_fusion_cursor {
+    int64_t member;
+    int64_t offset;
+} herd_fusion_cursor_t;
+
+/* Copies the next `n` bytes of the members (srcs[i], bytes[i] each, laid end to end) from *cur
+ * into dst, and advances *cur. Lets a group travel in cache-sized pieces. */
+void herd__fusion_pack_range(void *dst, const void *const *srcs, const int64_t *bytes,
+                             int64_t count, herd_fusion_cursor_t *cur, int64_t n);
+
+/* The reverse: copies `n` bytes from src out to the members at *cur, and advances *cur. */
+void herd__fusion_unpack_range(const void *src, void *const *dsts, const int64_t *bytes,
+                               int64_t count, herd_fusion_cursor_t *cur, int64_t n);
+
 /* Copies srcs[i] (bytes[i] each) one after another into dst. */
 void herd__fusion_pack(void *dst, const void *const *srcs, const int64_t *bytes, int64_t n);
 

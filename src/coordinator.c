@@ -81,8 +81,6 @@ struct herd_coordinator {
     const void **srcs;
     void **dsts;
     int64_t *sizes;
-    void *fusion_buf;
-    size_t fusion_cap;
 };
 
 /* ---- small helpers ---------------------------------------------------------------------- */
@@ -196,23 +194,6 @@ static void intake_all(herd_coordinator_t *c)
 
 /* ---- execution --------------------------------------------------------------------------- */
 
-static int ensure_fusion_buffer(herd_coordinator_t *c, int64_t bytes)
-{
-    if ((size_t)bytes <= c->fusion_cap)
-        return HERD_OK;
-    /* Grows to the largest group seen: after the first steps, never again. 64-byte aligned so
-     * every dtype is aligned and vector loads do not split cache lines. */
-    size_t cap = ((size_t)bytes + 63) & ~(size_t)63;
-    void *p = NULL;
-    if (posix_memalign(&p, 64, cap) != 0)
-        return herd__status_set(HERD_ERR_NO_MEMORY, "cannot allocate a %zu-byte fusion buffer",
-                                cap);
-    free(c->fusion_buf);
-    c->fusion_buf = p;
-    c->fusion_cap = cap;
-    return HERD_OK;
-}
-
 /* Runs one planned group: one collective, on the tensor in place or on the fusion buffer. */
 static int run_collective(herd_coordinator_t *c, const herd_fusion_group_t *g)
 {
@@ -242,7 +223,8 @@ static int run_collective(herd_coordinator_t *c, const herd_fusion_group_t *g)
     piece = piece < g->bytes ? piece - piece % esize : g->bytes;
     if (piece < esize)
         piece = esize;
-    int rc = ensure_fusion_buffer(c, piece);
+    void *buf = NULL;
+    int rc = be->fusion_buffer(be, (size_t)piece, &buf);
     if (rc != HERD_OK)
         return rc;
     int is_root = first->kind == HERD_KIND_BROADCAST && c->rank == first->root;
@@ -252,14 +234,13 @@ static int run_collective(herd_coordinator_t *c, const herd_fusion_group_t *g)
     for (int64_t done = 0; done < g->bytes && rc == HERD_OK; done += piece) {
         int64_t n = g->bytes - done < piece ? g->bytes - done : piece;
         if (pack)
-            herd__fusion_pack_range(c->fusion_buf, c->srcs, c->sizes, g->count, &in, n);
+            herd__fusion_pack_range(buf, c->srcs, c->sizes, g->count, &in, n, be->copy, be);
         if (first->kind == HERD_KIND_ALLREDUCE)
-            rc = be->allreduce(be, c->fusion_buf, c->fusion_buf, n / esize, first->dtype,
-                               first->op);
+            rc = be->allreduce(be, buf, buf, n / esize, first->dtype, first->op);
         else
-            rc = be->broadcast(be, c->fusion_buf, n / esize, first->dtype, first->root);
+            rc = be->broadcast(be, buf, n / esize, first->dtype, first->root);
         if (rc == HERD_OK && unpack)
-            herd__fusion_unpack_range(c->fusion_buf, c->dsts, c->sizes, g->count, &out, n);
+            herd__fusion_unpack_range(buf, c->dsts, c->sizes, g->count, &out, n, be->copy, be);
     }
     return rc;
 }
@@ -267,6 +248,8 @@ static int run_collective(herd_coordinator_t *c, const herd_fusion_group_t *g)
 static void run_group(herd_coordinator_t *c, const herd_fusion_group_t *g)
 {
     int status = run_collective(c, g);
+    if (status == HERD_OK)
+        status = c->d.cpu_backend->finish(c->d.cpu_backend);
     char message[HERD_ERRMSG_MAX];
     message[0] = '\0';
     if (status != HERD_OK) {
@@ -561,7 +544,6 @@ static void free_coordinator(herd_coordinator_t *c)
     free(c->srcs);
     free(c->dsts);
     free(c->sizes);
-    free(c->fusion_buf);
     free(c);
 }
 

@@ -89,14 +89,15 @@ void herd__fusion_plan(const herd_fusion_item_t *items, int64_t n, int64_t thres
 }
 
 void herd__fusion_pack_range(void *dst, const void *const *srcs, const int64_t *bytes,
-                             int64_t count, herd_fusion_cursor_t *cur, int64_t n)
+                             int64_t count, herd_fusion_cursor_t *cur, int64_t n,
+                             herd_copy_fn copy, void *ctx)
 {
     char *out = dst;
     while (n > 0 && cur->member < count) {
         int64_t take = bytes[cur->member] - cur->offset;
         if (take > n)
             take = n;
-        memcpy(out, (const char *)srcs[cur->member] + cur->offset, (size_t)take);
+        copy(ctx, out, (const char *)srcs[cur->member] + cur->offset, (size_t)take);
         out += take;
         n -= take;
         cur->offset += take;
@@ -108,14 +109,15 @@ void herd__fusion_pack_range(void *dst, const void *const *srcs, const int64_t *
 }
 
 void herd__fusion_unpack_range(const void *src, void *const *dsts, const int64_t *bytes,
-                               int64_t count, herd_fusion_cursor_t *cur, int64_t n)
+                               int64_t count, herd_fusion_cursor_t *cur, int64_t n,
+                               herd_copy_fn copy, void *ctx)
 {
     const char *in = src;
     while (n > 0 && cur->member < count) {
         int64_t take = bytes[cur->member] - cur->offset;
         if (take > n)
             take = n;
-        memcpy((char *)dsts[cur->member] + cur->offset, in, (size_t)take);
+        copy(ctx, (char *)dsts[cur->member] + cur->offset, in, (size_t)take);
         in += take;
         n -= take;
         cur->offset += take;
@@ -126,13 +128,19 @@ void herd__fusion_unpack_range(const void *src, void *const *dsts, const int64_t
     }
 }
 
+static void host_copy(void *ctx, void *dst, const void *src, size_t n)
+{
+    (void)ctx;
+    memcpy(dst, src, n);
+}
+
 void herd__fusion_pack(void *dst, const void *const *srcs, const int64_t *bytes, int64_t n)
 {
     herd_fusion_cursor_t cur = {0, 0};
     int64_t total = 0;
     for (int64_t i = 0; i < n; i++)
         total += bytes[i];
-    herd__fusion_pack_range(dst, srcs, bytes, n, &cur, total);
+    herd__fusion_pack_range(dst, srcs, bytes, n, &cur, total, host_copy, NULL);
 }
 
 void herd__fusion_unpack(const void *src, void *const *dsts, const int64_t *bytes, int64_t n)
@@ -141,5 +149,5 @@ void herd__fusion_unpack(const void *src, void *const *dsts, const int64_t *byte
     int64_t total = 0;
     for (int64_t i = 0; i < n; i++)
         total += bytes[i];
-    herd__fusion_unpack_range(src, dsts, bytes, n, &cur, total);
+    herd__fusion_unpack_range(src, dsts, bytes, n, &cur, total, host_copy, NULL);
 }

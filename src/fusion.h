@@ -41,14 +41,19 @@ typedef struct herd_fusion_cursor {
     int64_t offset;
 } herd_fusion_cursor_t;
 
+/* How bytes move: memcpy for host memory, an asynchronous device copy for GPU memory. */
+typedef void (*herd_copy_fn)(void *ctx, void *dst, const void *src, size_t n);
+
 /* Copies the next `n` bytes of the members (srcs[i], bytes[i] each, laid end to end) from *cur
- * into dst, and advances *cur. Lets a group travel in cache-sized pieces. */
+ * into dst with copy(ctx, ...), and advances *cur. Lets a group travel in cache-sized pieces. */
 void herd__fusion_pack_range(void *dst, const void *const *srcs, const int64_t *bytes,
-                             int64_t count, herd_fusion_cursor_t *cur, int64_t n);
+                             int64_t count, herd_fusion_cursor_t *cur, int64_t n,
+                             herd_copy_fn copy, void *ctx);
 
 /* The reverse: copies `n` bytes from src out to the members at *cur, and advances *cur. */
 void herd__fusion_unpack_range(const void *src, void *const *dsts, const int64_t *bytes,
-                               int64_t count, herd_fusion_cursor_t *cur, int64_t n);
+                               int64_t count, herd_fusion_cursor_t *cur, int64_t n,
+                               herd_copy_fn copy, void *ctx);
 
 /* Copies srcs[i] (bytes[i] each) one after another into dst. */
 void herd__fusion_pack(void *dst, const void *const *srcs, const int64_t *bytes, int64_t n);

@@ -16,6 +16,14 @@ struct herd_backend {
                      int op);
     /* buf on every rank = buf on root. */
     int (*broadcast)(herd_backend_t *be, void *buf, int64_t count, int dtype, int root);
+    /* Copies n bytes within the backend's memory, ordered before its next collective. */
+    void (*copy)(void *be, void *dst, const void *src, size_t n);
+    /* A fusion buffer of at least `bytes`, owned by the backend; grows only when a larger group
+     * first appears. */
+    int (*fusion_buffer)(herd_backend_t *be, size_t bytes, void **out);
+    /* Returns once everything issued so far is complete in memory (a stream sync on a GPU;
+     * nothing on the host, where collectives are synchronous). */
+    int (*finish)(herd_backend_t *be);
     void (*destroy)(herd_backend_t *be);
 };
 

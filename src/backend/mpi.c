@@ -5,6 +5,7 @@
 #include <mpi.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "backend/backend.h"
 #include "dtype.h"
@@ -17,6 +18,8 @@ typedef struct mpi_backend {
     int size;
     int64_t chunk_bytes;
     MPI_Op half_ops[2][HERD_NUM_OPS]; /* [0] fp16, [1] bf16; AVERAGE uses SUM's */
+    void *fusion;
+    size_t fusion_cap;
 } mpi_backend_t;
 
 #define HALF_OP(fn, dtype, op)                                                                 \
@@ -115,9 +118,40 @@ static int mpi_broadcast(herd_backend_t *be, void *buf, int64_t count, int dtype
     return HERD_OK;
 }
 
+static void host_copy(void *be, void *dst, const void *src, size_t n)
+{
+    (void)be;
+    memcpy(dst, src, n);
+}
+
+static int host_fusion_buffer(herd_backend_t *be, size_t bytes, void **out)
+{
+    mpi_backend_t *m = (mpi_backend_t *)be;
+    if (bytes > m->fusion_cap) {
+        /* 64-byte aligned: every dtype is aligned and vector loads do not split lines. */
+        size_t cap = (bytes + 63) & ~(size_t)63;
+        void *p = NULL;
+        if (posix_memalign(&p, 64, cap) != 0)
+            return herd__status_set(HERD_ERR_NO_MEMORY,
+                                    "cannot allocate a %zu-byte fusion buffer", cap);
+        free(m->fusion);
+        m->fusion = p;
+        m->fusion_cap = cap;
+    }
+    *out = m->fusion;
+    return HERD_OK;
+}
+
+static int host_finish(herd_backend_t *be)
+{
+    (void)be;
+    return HERD_OK;
+}
+
 static void mpi_destroy(herd_backend_t *be)
 {
     mpi_backend_t *m = (mpi_backend_t *)be;
+    free(m->fusion);
     for (int h = 0; h < 2; h++)
         for (int op = 0; op < HERD_NUM_OPS; op++)
             if (m->half_ops[h][op] != MPI_OP_NULL)
@@ -133,7 +167,9 @@ int herd__backend_mpi_create(herd_backend_t **out, const void *world, int64_t ch
     if (m == NULL)
         return herd__status_set(HERD_ERR_NO_MEMORY, "cannot allocate the MPI backend");
     m->base = (herd_backend_t){.name = "mpi", .allreduce = mpi_allreduce,
-                               .broadcast = mpi_broadcast, .destroy = mpi_destroy};
+                               .broadcast = mpi_broadcast, .copy = host_copy,
+                               .fusion_buffer = host_fusion_buffer, .finish = host_finish,
+                               .destroy = mpi_destroy};
     m->chunk_bytes = chunk_bytes;
     for (int h = 0; h < 2; h++)
         for (int op = 0; op < HERD_NUM_OPS; op++)

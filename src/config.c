@@ -17,7 +17,12 @@ enum {
     DEFAULT_MAX_HANDLES = 1 << 16,
     DEFAULT_SPIN_US = 0,
     DEFAULT_IDLE_POLL_US = 1000,
+    DEFAULT_STALL_WARNING_MS = 60 * 1000,
+    DEFAULT_STALL_TIMEOUT_MS = 300 * 1000,
+    DEFAULT_SHUTDOWN_TIMEOUT_MS = 60 * 1000,
 };
+
+static int bad_value(const char *var, const char *value, const char *expected);
 
 void herd__config_defaults(herd_config_t *cfg)
 {
@@ -27,6 +32,32 @@ void herd__config_defaults(herd_config_t *cfg)
     cfg->max_handles = DEFAULT_MAX_HANDLES;
     cfg->spin_us = DEFAULT_SPIN_US;
     cfg->idle_poll_us = DEFAULT_IDLE_POLL_US;
+    cfg->stall_warning_ms = DEFAULT_STALL_WARNING_MS;
+    cfg->stall_timeout_ms = DEFAULT_STALL_TIMEOUT_MS;
+    cfg->shutdown_timeout_ms = DEFAULT_SHUTDOWN_TIMEOUT_MS;
+}
+
+int herd__config_parse_seconds(const char *text, int64_t *ms_out)
+{
+    if (text[0] < '0' || text[0] > '9')
+        return -1;
+    errno = 0;
+    char *end = NULL;
+    double v = strtod(text, &end);
+    if (errno != 0 || end == text || *end != '\0' || !(v >= 0.0) || v > 1e9)
+        return -1;
+    *ms_out = (int64_t)(v * 1000.0 + 0.5);
+    return 0;
+}
+
+static int read_seconds(herd_env_lookup_fn lookup, const char *var, int64_t *ms_out)
+{
+    const char *value = lookup(var);
+    if (value == NULL)
+        return 0;
+    if (herd__config_parse_seconds(value, ms_out) != 0)
+        return bad_value(var, value, "a number of seconds from 0 to 1e9 (e.g. 60 or 0.5)");
+    return 0;
 }
 
 static int parse_int64(const char *text, int64_t *out, const char **rest)
@@ -129,6 +160,12 @@ int herd__config_parse(herd_config_t *cfg, herd_env_lookup_fn lookup)
         rc = read_range(lookup, "HERD_SPIN_US", 0, 1000000, 0, &c.spin_us);
     if (rc == 0)
         rc = read_range(lookup, "HERD_IDLE_POLL_US", 1, 1000000, 0, &c.idle_poll_us);
+    if (rc == 0)
+        rc = read_seconds(lookup, "HERD_STALL_WARNING_SECONDS", &c.stall_warning_ms);
+    if (rc == 0)
+        rc = read_seconds(lookup, "HERD_STALL_TIMEOUT_SECONDS", &c.stall_timeout_ms);
+    if (rc == 0)
+        rc = read_seconds(lookup, "HERD_SHUTDOWN_TIMEOUT_SECONDS", &c.shutdown_timeout_ms);
     if (rc == 0) {
         const char *level = lookup("HERD_LOG_LEVEL");
         if (level != NULL && parse_log_level(level, &c.log_level) != 0)

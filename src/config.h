@@ -15,6 +15,9 @@ typedef struct herd_config {
     int max_handles;          /* HERD_MAX_HANDLES: operations in flight per process */
     int64_t spin_us;          /* HERD_SPIN_US: coordinator spins this long before sleeping */
     int64_t idle_poll_us;     /* HERD_IDLE_POLL_US: longest sleep between wake checks */
+    int64_t stall_warning_ms; /* HERD_STALL_WARNING_SECONDS: 0 = no warnings */
+    int64_t stall_timeout_ms; /* HERD_STALL_TIMEOUT_SECONDS: 0 = never time out */
+    int64_t shutdown_timeout_ms; /* HERD_SHUTDOWN_TIMEOUT_SECONDS: 0 = wait forever */
 } herd_config_t;
 
 /* Reads the configuration through `lookup` (getenv in production, a table in tests). On a bad
@@ -25,6 +28,10 @@ int herd__config_parse(herd_config_t *cfg, herd_env_lookup_fn lookup);
 
 /* Fills `cfg` with the defaults. */
 void herd__config_defaults(herd_config_t *cfg);
+
+/* Parses seconds: a non-negative decimal number ("2", "0.5"), into milliseconds. Returns 0 on
+ * success, -1 on a malformed or out-of-range value. */
+int herd__config_parse_seconds(const char *text, int64_t *ms_out);
 
 /* Parses a byte size: a non-negative integer with an optional K, M or G suffix (powers of 1024,
  * optionally followed by "B" or "iB"). Returns 0 on success, -1 on a malformed value. */

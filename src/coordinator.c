@@ -45,7 +45,8 @@
 #include "util/clock.h"
 #include "util/thread.h"
 
-enum { OR_NAMES = 1 };     /* word 0 (inverted): someone has name requests */
+enum { OR_NAMES = 1, OR_STALL_CHECK = 2 }; /* word 0 (inverted): someone has name requests;
+                                            someone asks for a stall check */
 enum { AND_SHUTDOWN = 1 }; /* word 1: everyone asked to shut down */
 enum { HEADER_WORDS = 2 };
 enum { FIRST_SLEEP_NS = 20000 };
@@ -69,6 +70,12 @@ struct herd_coordinator {
     herd_tensor_t **reannounce; /* ops whose slot was evicted: ask by name next round */
     int64_t nreannounce;
     int shutdown_asked; /* this rank asked to shut down */
+    int64_t npending;   /* ops taken from the queue and not finished */
+    int64_t stall_interval_ns; /* 0: the stall inspector is off */
+    int64_t last_stall_check_ns;
+    const uint64_t **rank_bits; /* per rank, into the stall check's gathered data */
+    uint64_t *stall_out;        /* this rank's stall check contribution */
+    int64_t stall_out_cap;
     int broken;         /* the control plane failed: no more collectives */
     char broken_why[HERD_ERRMSG_MAX];
     /* execution scratch, one entry per possible in-flight op */
@@ -127,6 +134,7 @@ static void finish_op(herd_coordinator_t *c, uint32_t index, int status, const c
     t->pending = HERD_NO_INDEX;
     t->announced_by_bit = 0;
     c->d.handles->slots[index].coordinator_owned = 0;
+    c->npending--;
     atomic_store(&t->inflight, 0);
     herd__handles_complete(c->d.handles, index, status, message);
 }
@@ -157,6 +165,7 @@ static void intake(herd_coordinator_t *c, uint32_t index)
     herd_tensor_t *t = r->tensor;
     t->pending = index;
     c->d.handles->slots[index].coordinator_owned = 1;
+    c->npending++;
     if (c->broken) {
         finish_op(c, index, HERD_ERR_BACKEND, c->broken_why);
         return;
@@ -293,11 +302,14 @@ static void execute_ready(herd_coordinator_t *c)
 
 /* ---- round results ---------------------------------------------------------------------- */
 
-static herd_tensor_t *local_tensor(herd_coordinator_t *c, const char *name, size_t len)
+static herd_tensor_t *local_tensor(herd_coordinator_t *c, const herd_neg_event_t *ev)
 {
-    herd_tensor_t *t = herd__registry_find(c->d.registry, name, len);
-    if (t == NULL)
-        HERD_LOG_ERR("internal: round names tensor '%.*s' unknown on this rank", (int)len, name);
+    herd_tensor_t *t = herd__registry_find(c->d.registry, ev->name, ev->name_len);
+    /* Every rank asked for a new slot's name; a stalled name may be unknown to the ranks that
+     * never submitted it. */
+    if (t == NULL && ev->type == HERD_EVENT_NEW_SLOT)
+        HERD_LOG_ERR("internal: round names tensor '%.*s' unknown on this rank",
+                     (int)ev->name_len, ev->name);
     return t;
 }
 
@@ -306,7 +318,14 @@ static void apply_events(herd_coordinator_t *c)
     herd_negotiator_t *n = &c->neg;
     for (int64_t i = 0; i < n->nevents; i++) {
         const herd_neg_event_t *ev = &n->events[i];
-        herd_tensor_t *t = local_tensor(c, ev->name, ev->name_len);
+        if (ev->type == HERD_EVENT_STALLED) {
+            HERD_LOG_WRN("stall: %s", ev->message);
+            continue;
+        }
+        if (ev->type == HERD_EVENT_EXPIRED ||
+            (ev->type == HERD_EVENT_ERROR && ev->status == HERD_ERR_TIMEOUT))
+            HERD_LOG_ERR("stall: %s", ev->message);
+        herd_tensor_t *t = local_tensor(c, ev);
         if (t == NULL)
             continue;
         switch (ev->type) {
@@ -322,6 +341,10 @@ static void apply_events(herd_coordinator_t *c)
                 c->reannounce[c->nreannounce++] = t;
             }
             t->slot = -1;
+            break;
+        case HERD_EVENT_EXPIRED:
+            if (t->slot == ev->slot && t->pending != HERD_NO_INDEX && t->announced_by_bit)
+                finish_op(c, t->pending, HERD_ERR_TIMEOUT, ev->message);
             break;
         default: /* HERD_EVENT_ERROR */
             if (t->pending != HERD_NO_INDEX && !t->announced_by_bit)
@@ -370,6 +393,46 @@ static void break_down(herd_coordinator_t *c)
     fail_all(c, HERD_ERR_BACKEND, c->broken_why);
 }
 
+/* ---- stall inspector --------------------------------------------------------------------
+ * A rank with ops in flight asks for a check every stall interval; every rank then gathers all
+ * ready vectors and rank 0's clock, and the replicated negotiator decides, identically on every
+ * rank, which tensors are stalled (warn) or timed out (fail where submitted). */
+
+static int stall_check_due(herd_coordinator_t *c)
+{
+    return c->stall_interval_ns > 0 && c->npending > 0 &&
+           herd__clock_ns() - c->last_stall_check_ns >= c->stall_interval_ns;
+}
+
+static int run_stall_check(herd_coordinator_t *c)
+{
+    c->last_stall_check_ns = herd__clock_ns();
+    int64_t words = herd__negotiate_words(&c->neg);
+    int rc = ensure((void **)&c->stall_out, &c->stall_out_cap, 1 + words, sizeof(uint64_t));
+    if (rc != HERD_OK)
+        return rc;
+    c->stall_out[0] = (uint64_t)(c->last_stall_check_ns / 1000000);
+    memcpy(c->stall_out + 1, c->ready_bits, (size_t)words * sizeof(uint64_t));
+    const char *const *blobs = NULL;
+    const size_t *lens = NULL;
+    rc = herd__ctrl_allgather(c->d.ctrl, (const char *)c->stall_out,
+                              (size_t)(1 + words) * sizeof(uint64_t), &blobs, &lens);
+    if (rc != HERD_OK)
+        return rc;
+    for (int r = 0; r < c->size; r++)
+        c->rank_bits[r] = (const uint64_t *)(const void *)blobs[r] + 1;
+    int64_t now0;
+    memcpy(&now0, blobs[0], sizeof now0);
+    const herd_config_t *cfg = c->d.config;
+    rc = herd__negotiate_stall_scan(&c->neg, c->rank_bits, words, now0, cfg->stall_warning_ms,
+                                    cfg->stall_timeout_ms);
+    if (rc != HERD_OK)
+        return herd__status_set(rc, "stall inspector out of memory");
+    apply_events(c);
+    herd__handles_notify(c->d.handles);
+    return HERD_OK;
+}
+
 /* One negotiation round (see DESIGN). Returns 1 when every rank has asked to shut down. */
 static int run_round(herd_coordinator_t *c)
 {
@@ -378,7 +441,8 @@ static int run_round(herd_coordinator_t *c)
         return c->shutdown_asked;
     int64_t words = herd__negotiate_words(&c->neg);
     uint64_t *w = c->round_words;
-    w[0] = ~(uint64_t)(c->outbox_len > 0 ? OR_NAMES : 0);
+    int want_check = stall_check_due(c);
+    w[0] = ~(uint64_t)((c->outbox_len > 0 ? OR_NAMES : 0) | (want_check ? OR_STALL_CHECK : 0));
     w[1] = c->shutdown_asked ? AND_SHUTDOWN : 0;
     memcpy(w + HEADER_WORDS, c->ready_bits, (size_t)words * sizeof *w);
     int rc = herd__ctrl_allreduce_band(c->d.ctrl, w, HEADER_WORDS + words);
@@ -388,6 +452,7 @@ static int run_round(herd_coordinator_t *c)
         rc = herd__ctrl_allgather(c->d.ctrl, c->outbox, c->outbox_len, &blobs, &lens);
     c->outbox_len = 0;
     int all_shutdown = (w[1] & AND_SHUTDOWN) != 0;
+    int stall_check = (~w[0] & OR_STALL_CHECK) != 0;
     if (rc == HERD_OK)
         rc = herd__negotiate_round(&c->neg, w + HEADER_WORDS, words, blobs, lens);
     if (rc == HERD_OK)
@@ -400,6 +465,8 @@ static int run_round(herd_coordinator_t *c)
     apply_events(c);
     execute_ready(c);
     herd__handles_notify(c->d.handles);
+    if (stall_check && run_stall_check(c) != HERD_OK)
+        break_down(c);
     return all_shutdown;
 }
 
@@ -412,7 +479,7 @@ static int run_round(herd_coordinator_t *c)
 static int has_local_news(herd_coordinator_t *c)
 {
     return herd__queue_ready(c->d.queue) || c->nreannounce > 0 ||
-           (atomic_load(&c->stop) && !c->shutdown_asked);
+           (atomic_load(&c->stop) && !c->shutdown_asked) || stall_check_due(c);
 }
 
 enum { DRIVE_IDLE = 0, DRIVE_TARGET_DONE = 1, DRIVE_SHUTDOWN = 2 };
@@ -544,7 +611,22 @@ static void free_coordinator(herd_coordinator_t *c)
     free(c->srcs);
     free(c->dsts);
     free(c->sizes);
+    free(c->rank_bits);
+    free(c->stall_out);
     free(c);
+}
+
+/* Checks often enough that a warning or timeout comes at most a quarter late. */
+static int64_t stall_interval_ns(const herd_config_t *cfg)
+{
+    int64_t shortest = cfg->stall_warning_ms;
+    if (cfg->stall_timeout_ms > 0 && (shortest == 0 || cfg->stall_timeout_ms < shortest))
+        shortest = cfg->stall_timeout_ms;
+    if (shortest == 0)
+        return 0;
+    int64_t ms = shortest / 4;
+    ms = ms < 100 ? 100 : ms > 10000 ? 10000 : ms;
+    return ms * 1000000;
 }
 
 int herd__coordinator_start(herd_coordinator_t **out, const herd_coordinator_deps_t *deps)
@@ -558,6 +640,8 @@ int herd__coordinator_start(herd_coordinator_t **out, const herd_coordinator_dep
     herd__mutex_init(&c->progress);
     atomic_init(&c->stop, 0);
     c->spin_ns = deps->config->spin_us * 1000;
+    c->stall_interval_ns = stall_interval_ns(deps->config);
+    c->last_stall_check_ns = herd__clock_ns();
     herd__negotiate_init(&c->neg, c->size);
     size_t n = deps->handles->capacity;
     c->capacity = (int64_t)n;
@@ -570,9 +654,10 @@ int herd__coordinator_start(herd_coordinator_t **out, const herd_coordinator_dep
     c->srcs = calloc(n, sizeof *c->srcs);
     c->dsts = calloc(n, sizeof *c->dsts);
     c->sizes = calloc(n, sizeof *c->sizes);
+    c->rank_bits = calloc((size_t)c->size, sizeof *c->rank_bits);
     int rc = HERD_OK;
     if (!c->reannounce || !c->items || !c->item_op || !c->order || !c->groups ||
-        !c->scratch.next || !c->srcs || !c->dsts || !c->sizes)
+        !c->scratch.next || !c->srcs || !c->dsts || !c->sizes || !c->rank_bits)
         rc = herd__status_set(HERD_ERR_NO_MEMORY, "cannot allocate coordinator tables");
     if (rc == HERD_OK)
         rc = ensure((void **)&c->round_words, &c->round_words_cap, HEADER_WORDS,

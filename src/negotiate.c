@@ -14,6 +14,8 @@
 struct herd_pending_name {
     UT_hash_handle hh;
     int64_t priority; /* rank 0's, once rank 0 has asked */
+    int64_t stall_since_ms; /* as in herd_slot_info_t; -1 until a stall check sees it */
+    int stall_warned;
     int64_t arrival;  /* order of first sight, for a stable report */
     int nhave;
     uint8_t *have;        /* per rank: asked yet */
@@ -300,6 +302,8 @@ static int complete_name(herd_negotiator_t *n, herd_pending_name_t *p)
             herd_slot_info_t *s = &n->slots[slot];
             s->attrs = p->attrs[0];
             s->priority = p->priority;
+            s->stall_since_ms = -1;
+            s->stall_warned = 0;
             s->local = NULL;
             s->in_use = 1;
             s->name = name;
@@ -340,6 +344,7 @@ static int add_request(herd_negotiator_t *n, int rank, const herd_wire_request_t
         memcpy(p->name, req->name, req->name_len);
         p->name_len = req->name_len;
         p->arrival = arrival;
+        p->stall_since_ms = -1;
         HASH_ADD_KEYPTR(hh, n->pending, p->name, p->name_len, p);
         n->npending++;
     }
@@ -458,11 +463,148 @@ int herd__negotiate_fail_pending(herd_negotiator_t *n, int status, const char *w
     return rc;
 }
 
-void herd__negotiate_visit_pending(const herd_negotiator_t *n, herd_pending_visit_fn fn,
-                                   void *ctx)
+/* ---- stall inspector ------------------------------------------------------------------- */
+
+/* "ranks 0, 2" from a have/not-have predicate, cut after 16 ranks. */
+static void list_ranks(char *out, size_t cap, int nranks, int want,
+                       int (*has)(const void *, int), const void *ctx)
 {
-    const herd_pending_name_t *p, *tmp;
-    HASH_ITER(hh, n->pending, p, tmp) {
-        fn(ctx, p->name, p->name_len, p->have, n->nranks);
+    size_t len = 0;
+    int listed = 0, more = 0;
+    out[0] = '\0';
+    for (int r = 0; r < nranks; r++) {
+        if (has(ctx, r) != want)
+            continue;
+        if (listed == 16) {
+            more++;
+            continue;
+        }
+        int w = snprintf(out + len, cap - len, "%s%d", listed ? ", " : "", r);
+        if (w < 0 || (size_t)w >= cap - len)
+            break;
+        len += (size_t)w;
+        listed++;
     }
+    if (more > 0 && len < cap)
+        snprintf(out + len, cap - len, " and %d more", more);
+}
+
+typedef struct slot_have {
+    const uint64_t *const *rank_bits;
+    int64_t slot;
+} slot_have_t;
+
+static int slot_has(const void *ctx, int r)
+{
+    const slot_have_t *h = ctx;
+    return (int)((h->rank_bits[r][h->slot / 64] >> (h->slot % 64)) & 1);
+}
+
+static int pending_has(const void *ctx, int r)
+{
+    return ((const herd_pending_name_t *)ctx)->have[r];
+}
+
+static char *stall_message(int nranks, const char *name, size_t name_len, int64_t age_ms,
+                           int (*has)(const void *, int), const void *ctx, const char *what)
+{
+    char have[256], missing[256];
+    list_ranks(have, sizeof have, nranks, 1, has, ctx);
+    list_ranks(missing, sizeof missing, nranks, 0, has, ctx);
+    size_t cap = name_len + sizeof have + sizeof missing + 200;
+    char *msg = malloc(cap);
+    if (msg != NULL)
+        snprintf(msg, cap, "tensor '%.*s' %s: submitted %.1f s ago by rank(s) %s, never by "
+                 "rank(s) %s", (int)name_len, name, what, (double)age_ms / 1000.0, have,
+                 missing);
+    return msg;
+}
+
+/* Advances one tensor's stall clock; returns 1 to warn, 2 to expire, 0 otherwise. */
+static int stall_step(int64_t *since, int *warned, int64_t now_ms, int64_t warn_ms,
+                      int64_t timeout_ms)
+{
+    if (*since < 0)
+        *since = now_ms;
+    int64_t age = now_ms - *since;
+    if (timeout_ms > 0 && age >= timeout_ms)
+        return 2;
+    if (warn_ms > 0 && age >= warn_ms && !*warned) {
+        *warned = 1;
+        return 1;
+    }
+    return 0;
+}
+
+static int stall_event(herd_negotiator_t *n, int type, int64_t slot, const char *name,
+                       size_t name_len, char *message)
+{
+    herd_neg_event_t ev = {.type = type, .slot = slot, .status = HERD_ERR_TIMEOUT,
+                           .name_len = name_len};
+    char *copy = malloc(name_len + 1);
+    if (copy != NULL) {
+        memcpy(copy, name, name_len);
+        copy[name_len] = '\0';
+    }
+    ev.name = keep_message(n, copy);
+    ev.message = keep_message(n, message);
+    if (ev.name == NULL || ev.message == NULL)
+        return HERD_ERR_NO_MEMORY;
+    return push_event(n, ev);
+}
+
+int herd__negotiate_stall_scan(herd_negotiator_t *n, const uint64_t *const *rank_bits,
+                               int64_t words, int64_t now_ms, int64_t warn_ms,
+                               int64_t timeout_ms)
+{
+    clear_round(n);
+    int rc = 0;
+    for (int64_t s = 0; s < n->nslots && s < words * 64 && rc == 0; s++) {
+        herd_slot_info_t *si = &n->slots[s];
+        if (!si->in_use)
+            continue;
+        slot_have_t h = {.rank_bits = rank_bits, .slot = s};
+        int count = 0;
+        for (int r = 0; r < n->nranks; r++)
+            count += slot_has(&h, r);
+        if (count == 0 || count == n->nranks) {
+            si->stall_since_ms = -1;
+            si->stall_warned = 0;
+            continue;
+        }
+        int act = stall_step(&si->stall_since_ms, &si->stall_warned, now_ms, warn_ms,
+                             timeout_ms);
+        if (act == 0)
+            continue;
+        int64_t age = now_ms - si->stall_since_ms;
+        char *msg = stall_message(n->nranks, si->name, si->name_len, age, slot_has, &h,
+                                  act == 2 ? "timed out (HERD_STALL_TIMEOUT_SECONDS)"
+                                           : "is stalled");
+        rc = stall_event(n, act == 2 ? HERD_EVENT_EXPIRED : HERD_EVENT_STALLED, s, si->name,
+                         si->name_len, msg);
+        if (act == 2) {
+            si->stall_since_ms = -1;
+            si->stall_warned = 0;
+        }
+    }
+    herd_pending_name_t *p, *tmp;
+    HASH_ITER(hh, n->pending, p, tmp) {
+        if (rc != 0)
+            break;
+        int act = stall_step(&p->stall_since_ms, &p->stall_warned, now_ms, warn_ms, timeout_ms);
+        if (act == 0)
+            continue;
+        int64_t age = now_ms - p->stall_since_ms;
+        char *msg = stall_message(n->nranks, p->name, p->name_len, age, pending_has, p,
+                                  act == 2 ? "timed out (HERD_STALL_TIMEOUT_SECONDS)"
+                                           : "is stalled");
+        rc = stall_event(n, act == 2 ? HERD_EVENT_ERROR : HERD_EVENT_STALLED, -1, p->name,
+                         p->name_len, msg);
+        if (act == 2) {
+            HASH_DEL(n->pending, p);
+            n->npending--;
+            free_pending(p);
+        }
+    }
+    return rc;
 }

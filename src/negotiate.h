@@ -54,6 +54,8 @@ void herd__attrs_describe(const herd_attrs_t *a, char *out, size_t cap);
 typedef struct herd_slot_info {
     herd_attrs_t attrs;
     int64_t priority; /* rank 0's declaration key: the same number on every rank */
+    int64_t stall_since_ms; /* rank 0's clock when a stall check first saw it partly ready */
+    int stall_warned;
     void *local;      /* this rank's tensor entry, set by the coordinator */
     int in_use;
     size_t name_len;
@@ -62,7 +64,13 @@ typedef struct herd_slot_info {
 
 typedef struct herd_pending_name herd_pending_name_t;
 
-enum { HERD_EVENT_NEW_SLOT = 0, HERD_EVENT_EVICTED = 1, HERD_EVENT_ERROR = 2 };
+enum {
+    HERD_EVENT_NEW_SLOT = 0, /* a name got a cache slot */
+    HERD_EVENT_EVICTED = 1,  /* a cache slot was given up */
+    HERD_EVENT_ERROR = 2,    /* a name failed (mismatch, stall timeout): its askers' ops fail */
+    HERD_EVENT_STALLED = 3,  /* a tensor waits on missing ranks: warn (message) */
+    HERD_EVENT_EXPIRED = 4   /* a cached slot's ops timed out on the ranks that submitted them */
+};
 
 typedef struct herd_neg_event {
     int type;
@@ -110,11 +118,15 @@ static inline int64_t herd__negotiate_words(const herd_negotiator_t *n)
 /* Fails every pending name with `status`: names listed as ERROR events. Used at shutdown. */
 int herd__negotiate_fail_pending(herd_negotiator_t *n, int status, const char *why);
 
-/* For each pending name (some ranks asked, others not), calls fn with the name and a 0/1 per rank
- * of who asked. For the stall report. */
-typedef void (*herd_pending_visit_fn)(void *ctx, const char *name, size_t name_len,
-                                      const uint8_t *have, int nranks);
-void herd__negotiate_visit_pending(const herd_negotiator_t *n, herd_pending_visit_fn fn,
-                                   void *ctx);
+/* The stall inspector's step, run on every rank over the same inputs: rank_bits[r] is rank r's
+ * ready vector (words each) and now_ms rank 0's clock. A tensor some ranks have submitted and
+ * others have not is stalled from the first check that sees it so; once stalled for warn_ms it
+ * yields one STALLED event (0 disables), once stalled for timeout_ms (0 disables) an ERROR
+ * event with HERD_ERR_TIMEOUT (a name still being negotiated: dropped) or an EXPIRED event (a
+ * cached slot). Messages name the tensor, how long, and the ranks that have and have not
+ * submitted it. Replaces the events of the round. */
+int herd__negotiate_stall_scan(herd_negotiator_t *n, const uint64_t *const *rank_bits,
+                               int64_t words, int64_t now_ms, int64_t warn_ms,
+                               int64_t timeout_ms);
 
 #endif

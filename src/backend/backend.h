@@ -4,6 +4,7 @@
 #ifndef HERD_BACKEND_H
 #define HERD_BACKEND_H
 
+#include <stddef.h>
 #include <stdint.h>
 
 typedef struct herd_backend herd_backend_t;

@@ -672,11 +672,19 @@ int herd__coordinator_start(herd_coordinator_t **out, const herd_coordinator_dep
     return HERD_OK;
 }
 
-int herd__coordinator_join(herd_coordinator_t *c)
+int herd__coordinator_join(herd_coordinator_t *c, int64_t timeout_ns)
 {
     atomic_store(&c->stop, 1);
     herd__queue_nudge(c->d.queue);
-    herd__thread_join(c->thread);
+    if (herd__thread_join_within(c->thread, timeout_ns)) {
+        pthread_detach(c->thread);
+        return herd__status_set(HERD_ERR_TIMEOUT,
+                                "herd_shutdown: the last rounds did not finish within %.1f s "
+                                "(HERD_SHUTDOWN_TIMEOUT_SECONDS): a rank may have stopped "
+                                "answering or not called herd_shutdown; herd is stopped "
+                                "without finalizing MPI",
+                                (double)timeout_ns / 1e9);
+    }
     int rc = c->broken ? HERD_ERR_BACKEND : HERD_OK;
     if (c->broken)
         herd__status_set_msg(rc, c->broken_why);

@@ -38,8 +38,10 @@ int herd__coordinator_start(herd_coordinator_t **out, const herd_coordinator_dep
  * keep the coordinator alive meanwhile (runtime_enter). */
 int herd__coordinator_drive(herd_coordinator_t *c, herd_handle_t handle);
 
-/* Asks for shutdown, waits for the thread to finish its last round and
- * frees the coordinator. Every operation still pending has completed when this returns. */
-int herd__coordinator_join(herd_coordinator_t *c);
+/* Asks for shutdown, waits up to `timeout_ns` (< 0: forever) for the thread to finish its last
+ * round, and frees the coordinator. Every operation still pending has completed when this
+ * returns HERD_OK. On HERD_ERR_TIMEOUT the thread is still inside a round (a peer stopped
+ * answering): it is detached and everything it uses must be left alive. */
+int herd__coordinator_join(herd_coordinator_t *c, int64_t timeout_ns);
 
 #endif

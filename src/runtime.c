@@ -7,6 +7,7 @@
 #include "herd.h"
 #include "log.h"
 #include "status.h"
+#include "util/clock.h"
 
 static herd_runtime_t the_runtime = {
     .lifecycle = PTHREAD_MUTEX_INITIALIZER,
@@ -36,6 +37,9 @@ int herd__runtime_enter(herd_runtime_t *rt)
     atomic_fetch_sub(&rt->active_calls, 1);
     if (state == HERD_STATE_STOPPING)
         return herd__status_set(HERD_ERR_INVALID_USAGE, "herd is shutting down");
+    if (state == HERD_STATE_DEFUNCT)
+        return herd__status_set(HERD_ERR_INVALID_USAGE,
+                                "herd stopped after a herd_shutdown that timed out");
     return herd__status_set(HERD_ERR_INVALID_USAGE,
                             "herd is not initialised: call herd_init first");
 }
@@ -101,7 +105,13 @@ int herd__runtime_init(void)
     herd_runtime_t *rt = &the_runtime;
     pthread_mutex_lock(&rt->lifecycle);
     int rc = HERD_OK;
-    if (atomic_load(&rt->state) != HERD_STATE_UNINIT) {
+    int state = atomic_load(&rt->state);
+    if (state == HERD_STATE_DEFUNCT) {
+        rc = herd__status_set(HERD_ERR_INVALID_USAGE,
+                              "herd cannot start again: an earlier herd_shutdown timed out");
+        goto out;
+    }
+    if (state != HERD_STATE_UNINIT) {
         rc = herd__status_set(HERD_ERR_INVALID_USAGE, "herd is already initialised");
         goto out;
     }
@@ -145,10 +155,23 @@ int herd__runtime_shutdown(void)
         return HERD_OK;
     }
     atomic_store(&rt->state, HERD_STATE_STOPPING);
-    /* Submissions already past the state check finish queueing before the last round. */
-    while (atomic_load(&rt->active_calls) > 0)
+    int64_t timeout_ns = rt->config.shutdown_timeout_ms > 0
+                             ? rt->config.shutdown_timeout_ms * 1000000 : -1;
+    int64_t deadline = timeout_ns < 0 ? INT64_MAX : herd__clock_ns() + timeout_ns;
+    /* Submissions already past the state check finish queueing before the last round; a
+     * waiter driving rounds hands back once its round is done. */
+    while (atomic_load(&rt->active_calls) > 0 && herd__clock_ns() < deadline)
         sched_yield();
-    int rc = herd__coordinator_join(rt->coordinator);
+    int rc = herd__coordinator_join(rt->coordinator,
+                                    timeout_ns < 0 ? -1 : deadline - herd__clock_ns());
+    if (rc == HERD_ERR_TIMEOUT) {
+        /* The stuck thread still uses everything: leave it all in place, and refuse restarts. */
+        HERD_LOG_ERR("%s", herd__status_last());
+        set_identity(rt, -1, -1, -1, -1);
+        atomic_store(&rt->state, HERD_STATE_DEFUNCT);
+        pthread_mutex_unlock(&rt->lifecycle);
+        return rc;
+    }
     rt->coordinator = NULL;
     herd__queue_destroy(&rt->queue);
     herd__registry_destroy(&rt->registry);

@@ -22,7 +22,12 @@
 #include "request_queue.h"
 #include "tensor_registry.h"
 
-enum { HERD_STATE_UNINIT = 0, HERD_STATE_RUNNING = 1, HERD_STATE_STOPPING = 2 };
+enum {
+    HERD_STATE_UNINIT = 0,
+    HERD_STATE_RUNNING = 1,
+    HERD_STATE_STOPPING = 2,
+    HERD_STATE_DEFUNCT = 3 /* a shutdown timed out: the coordinator is stuck; no restart */
+};
 
 typedef struct herd_runtime {
     pthread_mutex_t lifecycle; /* serialises init and shutdown */

@@ -99,3 +99,21 @@ void herd__thread_join(pthread_t t)
 {
     check(pthread_join(t, NULL), "pthread_join");
 }
+
+int herd__thread_join_within(pthread_t t, int64_t timeout_ns)
+{
+    if (timeout_ns < 0) {
+        herd__thread_join(t);
+        return 0;
+    }
+    struct timespec deadline;
+    clock_gettime(CLOCK_REALTIME, &deadline); /* pthread_timedjoin_np measures CLOCK_REALTIME */
+    int64_t ns = (int64_t)deadline.tv_nsec + timeout_ns % 1000000000;
+    deadline.tv_sec += (time_t)(timeout_ns / 1000000000 + ns / 1000000000);
+    deadline.tv_nsec = (long)(ns % 1000000000);
+    int rc = pthread_timedjoin_np(t, NULL, &deadline);
+    if (rc == ETIMEDOUT)
+        return 1;
+    check(rc, "pthread_timedjoin_np");
+    return 0;
+}

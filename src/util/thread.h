@@ -25,4 +25,8 @@ void herd__cond_broadcast(pthread_cond_t *c);
 int herd__thread_start(pthread_t *t, const char *name, void *(*fn)(void *), void *arg);
 void herd__thread_join(pthread_t t);
 
+/* Joins `t` if it ends within `timeout_ns` (< 0: wait forever): returns 0, or 1 on timeout,
+ * when the thread is left running. */
+int herd__thread_join_within(pthread_t t, int64_t timeout_ns);
+
 #endif

@@ -7,6 +7,7 @@
 #include "herd.h"
 #include "runtime.h"
 #include "status.h"
+#include "util/clock.h"
 
 int herd_init(void)
 {
@@ -135,6 +136,7 @@ static int submit(herd_runtime_t *rt, const char *name, size_t name_len, herd_re
     herd_request_t *r = herd__handles_request(&rt->handles, index);
     *r = *proto;
     r->tensor = t;
+    r->submit_ns = herd__clock_ns();
     herd__queue_push(&rt->queue, index);
     *handle_out = handle;
     return HERD_OK;

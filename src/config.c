@@ -35,6 +35,7 @@ void herd__config_defaults(herd_config_t *cfg)
     cfg->stall_warning_ms = DEFAULT_STALL_WARNING_MS;
     cfg->stall_timeout_ms = DEFAULT_STALL_TIMEOUT_MS;
     cfg->shutdown_timeout_ms = DEFAULT_SHUTDOWN_TIMEOUT_MS;
+    cfg->timeline[0] = '\0';
 }
 
 int herd__config_parse_seconds(const char *text, int64_t *ms_out)
@@ -166,6 +167,13 @@ int herd__config_parse(herd_config_t *cfg, herd_env_lookup_fn lookup)
         rc = read_seconds(lookup, "HERD_STALL_TIMEOUT_SECONDS", &c.stall_timeout_ms);
     if (rc == 0)
         rc = read_seconds(lookup, "HERD_SHUTDOWN_TIMEOUT_SECONDS", &c.shutdown_timeout_ms);
+    if (rc == 0) {
+        const char *path = lookup("HERD_TIMELINE");
+        if (path != NULL && strlen(path) >= sizeof c.timeline)
+            rc = bad_value("HERD_TIMELINE", path, "a path shorter than 1024 bytes");
+        else if (path != NULL)
+            memcpy(c.timeline, path, strlen(path) + 1);
+    }
     if (rc == 0) {
         const char *level = lookup("HERD_LOG_LEVEL");
         if (level != NULL && parse_log_level(level, &c.log_level) != 0)

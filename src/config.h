@@ -18,6 +18,7 @@ typedef struct herd_config {
     int64_t stall_warning_ms; /* HERD_STALL_WARNING_SECONDS: 0 = no warnings */
     int64_t stall_timeout_ms; /* HERD_STALL_TIMEOUT_SECONDS: 0 = never time out */
     int64_t shutdown_timeout_ms; /* HERD_SHUTDOWN_TIMEOUT_SECONDS: 0 = wait forever */
+    char timeline[1024];         /* HERD_TIMELINE: trace path ("" = none; %r = rank) */
 } herd_config_t;
 
 /* Reads the configuration through `lookup` (getenv in production, a table in tests). On a bad

@@ -88,6 +88,7 @@ struct herd_coordinator {
     const void **srcs;
     void **dsts;
     int64_t *sizes;
+    int64_t phase_ns[3]; /* timeline: pack, collective, unpack time of the running group */
 };
 
 /* ---- small helpers ---------------------------------------------------------------------- */
@@ -166,6 +167,11 @@ static void intake(herd_coordinator_t *c, uint32_t index)
     t->pending = index;
     c->d.handles->slots[index].coordinator_owned = 1;
     c->npending++;
+    if (c->d.timeline != NULL) {
+        r->intake_ns = herd__clock_ns();
+        herd__timeline_event(c->d.timeline, HERD_TL_QUEUED, t->key, t->name, r->submit_ns,
+                             r->intake_ns, 0, 0);
+    }
     if (c->broken) {
         finish_op(c, index, HERD_ERR_BACKEND, c->broken_why);
         return;
@@ -240,25 +246,63 @@ static int run_collective(herd_coordinator_t *c, const herd_fusion_group_t *g)
     int pack = first->kind == HERD_KIND_ALLREDUCE || is_root;
     int unpack = first->kind == HERD_KIND_ALLREDUCE || !is_root;
     herd_fusion_cursor_t in = {0, 0}, out = {0, 0};
+    int timed = c->d.timeline != NULL;
     for (int64_t done = 0; done < g->bytes && rc == HERD_OK; done += piece) {
         int64_t n = g->bytes - done < piece ? g->bytes - done : piece;
+        int64_t t0 = timed ? herd__clock_ns() : 0;
         if (pack)
             herd__fusion_pack_range(buf, c->srcs, c->sizes, g->count, &in, n, be->copy, be);
+        int64_t t1 = timed ? herd__clock_ns() : 0;
         if (first->kind == HERD_KIND_ALLREDUCE)
             rc = be->allreduce(be, buf, buf, n / esize, first->dtype, first->op);
         else
             rc = be->broadcast(be, buf, n / esize, first->dtype, first->root);
+        int64_t t2 = timed ? herd__clock_ns() : 0;
         if (rc == HERD_OK && unpack)
             herd__fusion_unpack_range(buf, c->dsts, c->sizes, g->count, &out, n, be->copy, be);
+        if (timed) {
+            c->phase_ns[0] += t1 - t0;
+            c->phase_ns[1] += t2 - t1;
+            c->phase_ns[2] += herd__clock_ns() - t2;
+        }
     }
     return rc;
 }
 
+/* The group's PACK, collective and UNPACK on every member's row; pieces interleave the three,
+ * so each is drawn as one span of its summed time. */
+static void trace_group(herd_coordinator_t *c, const herd_fusion_group_t *g, int64_t start)
+{
+    herd_timeline_t *tl = c->d.timeline;
+    herd_request_t *first = request_of(c, c->item_op[c->order[g->first]]);
+    int coll = first->kind == HERD_KIND_ALLREDUCE ? HERD_TL_ALLREDUCE : HERD_TL_BROADCAST;
+    int64_t end = herd__clock_ns();
+    for (int64_t i = 0; i < g->count; i++) {
+        herd_request_t *r = request_of(c, c->item_op[c->order[g->first + i]]);
+        herd_tensor_t *t = r->tensor;
+        herd__timeline_event(tl, HERD_TL_NEGOTIATE, t->key, t->name, r->intake_ns, start, 0, 0);
+        herd__timeline_event(tl, HERD_TL_MARK, t->key, t->name, start, start, -1, 0);
+        if (!g->fused) {
+            herd__timeline_event(tl, coll, t->key, t->name, start, end, g->count, g->bytes);
+            continue;
+        }
+        int64_t a = start + c->phase_ns[0], b = a + c->phase_ns[1];
+        herd__timeline_event(tl, HERD_TL_PACK, t->key, t->name, start, a, g->count, g->bytes);
+        herd__timeline_event(tl, coll, t->key, t->name, a, b, g->count, g->bytes);
+        herd__timeline_event(tl, HERD_TL_UNPACK, t->key, t->name, b, b + c->phase_ns[2],
+                             g->count, g->bytes);
+    }
+}
+
 static void run_group(herd_coordinator_t *c, const herd_fusion_group_t *g)
 {
+    int64_t start = c->d.timeline != NULL ? herd__clock_ns() : 0;
+    c->phase_ns[0] = c->phase_ns[1] = c->phase_ns[2] = 0;
     int status = run_collective(c, g);
     if (status == HERD_OK)
         status = c->d.cpu_backend->finish(c->d.cpu_backend);
+    if (c->d.timeline != NULL)
+        trace_group(c, g, start);
     char message[HERD_ERRMSG_MAX];
     message[0] = '\0';
     if (status != HERD_OK) {
@@ -616,6 +660,16 @@ static void free_coordinator(herd_coordinator_t *c)
     free(c);
 }
 
+/* The timeline's ready marks: rank `rank` asked for `name` by name. */
+static void observe_request(void *ctx, int rank, const char *name, size_t name_len)
+{
+    herd_coordinator_t *c = ctx;
+    herd_tensor_t *t = herd__registry_find(c->d.registry, name, name_len);
+    if (t != NULL && t->pending != HERD_NO_INDEX)
+        herd__timeline_event(c->d.timeline, HERD_TL_MARK, t->key, t->name, herd__clock_ns(),
+                             herd__clock_ns(), rank, 0);
+}
+
 /* Checks often enough that a warning or timeout comes at most a quarter late. */
 static int64_t stall_interval_ns(const herd_config_t *cfg)
 {
@@ -643,6 +697,10 @@ int herd__coordinator_start(herd_coordinator_t **out, const herd_coordinator_dep
     c->stall_interval_ns = stall_interval_ns(deps->config);
     c->last_stall_check_ns = herd__clock_ns();
     herd__negotiate_init(&c->neg, c->size);
+    if (deps->timeline != NULL) {
+        c->neg.observe = observe_request;
+        c->neg.observe_ctx = c;
+    }
     size_t n = deps->handles->capacity;
     c->capacity = (int64_t)n;
     c->reannounce = calloc(n, sizeof *c->reannounce);

@@ -17,6 +17,7 @@
 #include "handle_table.h"
 #include "request_queue.h"
 #include "tensor_registry.h"
+#include "timeline.h"
 
 typedef struct herd_coordinator herd_coordinator_t;
 
@@ -28,6 +29,7 @@ typedef struct herd_coordinator_deps {
     herd_handle_table_t *handles;
     herd_registry_t *registry;
     herd_request_queue_t *queue;
+    herd_timeline_t *timeline; /* NULL when off */
 } herd_coordinator_deps_t;
 
 /* Allocates the coordinator's tables and starts its thread ("herd-coord"). */

@@ -355,6 +355,8 @@ static int add_request(herd_negotiator_t *n, int rank, const herd_wire_request_t
     }
     p->have[rank] = 1;
     p->attrs[rank] = req->attrs;
+    if (n->observe != NULL)
+        n->observe(n->observe_ctx, rank, req->name, req->name_len);
     if (rank == 0)
         p->priority = req->priority;
     if (++p->nhave == n->nranks)

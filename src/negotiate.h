@@ -97,6 +97,9 @@ typedef struct herd_negotiator {
     char **messages; /* owned texts behind events of the last round */
     int64_t nmessages, messages_cap;
     int64_t malformed; /* records dropped as malformed, ever */
+    /* Optional: told of every name request as it is taken in (the timeline's ready marks). */
+    void (*observe)(void *ctx, int rank, const char *name, size_t name_len);
+    void *observe_ctx;
 } herd_negotiator_t;
 
 int herd__negotiate_init(herd_negotiator_t *n, int nranks);

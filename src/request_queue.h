@@ -25,6 +25,8 @@ typedef struct herd_request {
     const void *sendbuf; /* allreduce input; broadcast buffer */
     void *recvbuf;       /* allreduce output (== sendbuf in place); broadcast buffer */
     struct herd_tensor *tensor;
+    int64_t submit_ns; /* when the API thread queued it (for the timeline) */
+    int64_t intake_ns; /* when negotiation started: under the progress lock */
 } herd_request_t;
 
 typedef struct herd_request_queue {

@@ -80,6 +80,12 @@ static int start_engine(herd_runtime_t *rt)
                                       rt->config.chunk_bytes);
     if (rc != HERD_OK)
         return rc;
+    rc = herd__timeline_open(&rt->timeline, rt->config.timeline, herd__ctrl_rank(rt->ctrl));
+    if (rc != HERD_OK) {
+        rt->cpu_backend->destroy(rt->cpu_backend);
+        rt->cpu_backend = NULL;
+        return rc;
+    }
     herd__registry_init(&rt->registry);
     rc = herd__queue_init(&rt->queue, rt->handles.capacity);
     if (rc != HERD_OK) {
@@ -88,13 +94,16 @@ static int start_engine(herd_runtime_t *rt)
     }
     herd_coordinator_deps_t deps = {.config = &rt->config, .ctrl = rt->ctrl,
                                     .cpu_backend = rt->cpu_backend, .handles = &rt->handles,
-                                    .registry = &rt->registry, .queue = &rt->queue};
+                                    .registry = &rt->registry, .queue = &rt->queue,
+                                    .timeline = rt->timeline};
     rc = herd__coordinator_start(&rt->coordinator, &deps);
     if (rc == HERD_OK)
         return HERD_OK;
     herd__queue_destroy(&rt->queue);
 fail_queue:
     herd__registry_destroy(&rt->registry);
+    herd__timeline_close(rt->timeline);
+    rt->timeline = NULL;
     rt->cpu_backend->destroy(rt->cpu_backend);
     rt->cpu_backend = NULL;
     return rc;
@@ -173,6 +182,8 @@ int herd__runtime_shutdown(void)
         return rc;
     }
     rt->coordinator = NULL;
+    herd__timeline_close(rt->timeline); /* before the registry: events point at its names */
+    rt->timeline = NULL;
     herd__queue_destroy(&rt->queue);
     herd__registry_destroy(&rt->registry);
     rt->cpu_backend->destroy(rt->cpu_backend);

@@ -42,6 +42,7 @@ typedef struct herd_runtime {
     herd_registry_t registry;
     herd_request_queue_t queue;
     herd_coordinator_t *coordinator;
+    herd_timeline_t *timeline;
 } herd_runtime_t;
 
 herd_runtime_t *herd__runtime(void);

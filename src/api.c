@@ -113,6 +113,10 @@ static int check_overlap(const char *name, const void *send, const void *recv, i
     return HERD_OK;
 }
 
+/* 1 when this thread's last wait ran the rounds it needed itself: it will likely do so again,
+ * so its next submission need not wake the coordinator thread (see herd__queue_push). */
+static _Thread_local int tls_drives_own_waits;
+
 /* Declares the name, claims it for this op, takes a handle slot and queues the request. */
 static int submit(herd_runtime_t *rt, const char *name, size_t name_len, herd_request_t *proto,
                   herd_handle_t *handle_out)
@@ -137,7 +141,7 @@ static int submit(herd_runtime_t *rt, const char *name, size_t name_len, herd_re
     *r = *proto;
     r->tensor = t;
     r->submit_ns = herd__clock_ns();
-    herd__queue_push(&rt->queue, index);
+    herd__queue_push(&rt->queue, index, tls_drives_own_waits);
     *handle_out = handle;
     return HERD_OK;
 }
@@ -275,14 +279,18 @@ int herd_wait_handle(herd_handle_t handle, int64_t timeout_ms)
     /* A wait without a deadline may run the rounds its operation needs on this thread, which
      * saves the two thread wakes of a hand-off. A wait with a deadline never does: it must be
      * able to return on time even if a peer stops answering inside an MPI call. */
+    int drove = 0;
     while (timeout_ms < 0 && herd__handles_poll(&rt->handles, handle) == HERD_INPROGRESS &&
            herd__runtime_enter(rt) == HERD_OK) {
         int ran = herd__coordinator_drive(rt->coordinator, handle);
         herd__runtime_leave(rt);
         if (!ran)
             break;
+        drove = 1;
     }
-    if (herd__handles_poll(&rt->handles, handle) == HERD_INPROGRESS)
+    int pending = herd__handles_poll(&rt->handles, handle) == HERD_INPROGRESS;
+    tls_drives_own_waits = drove && !pending;
+    if (pending)
         flush_submissions(rt);
     return herd__handles_wait(&rt->handles, handle, timeout_ms);
 }

@@ -41,7 +41,7 @@ void herd__queue_destroy(herd_request_queue_t *q)
     q->next = NULL;
 }
 
-void herd__queue_push(herd_request_queue_t *q, uint32_t index)
+void herd__queue_push(herd_request_queue_t *q, uint32_t index, int defer)
 {
     herd__mutex_lock(&q->lock);
     q->next[index] = HERD_NO_INDEX;
@@ -52,7 +52,8 @@ void herd__queue_push(herd_request_queue_t *q, uint32_t index)
     q->tail = index;
     q->count++;
     atomic_fetch_add(&q->pending, 1);
-    if (q->sleeping && !atomic_load(&q->driving) && atomic_exchange(&q->unsignaled, 1))
+    if (q->sleeping && !atomic_load(&q->driving) &&
+        (atomic_exchange(&q->unsignaled, 1) || !defer))
         herd__cond_signal(&q->cond);
     herd__mutex_unlock(&q->lock);
 }

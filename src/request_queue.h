@@ -50,12 +50,13 @@ typedef struct herd_request_queue {
 int herd__queue_init(herd_request_queue_t *q, uint32_t capacity);
 void herd__queue_destroy(herd_request_queue_t *q);
 
-/* Appends `index`. A thread waking another costs 30-50 us on a busy machine, and a program that
- * submits and then waits would rather run the round itself (herd__coordinator_drive). So the
- * first request queued while the coordinator thread sleeps does not wake it: the next
- * submission does, or the next wait or poll (herd__queue_flush), or the coordinator's own idle
- * timeout (HERD_IDLE_POLL_US), whichever comes first. */
-void herd__queue_push(herd_request_queue_t *q, uint32_t index);
+/* Appends `index` and wakes the coordinator thread if it sleeps and nobody drives. Waking a
+ * thread costs 30-50 us on a busy machine, and a thread that submits and then waits would rather
+ * run the round itself (herd__coordinator_drive). So with `defer` set (the submitting thread
+ * drove its last wait to completion) the first request queued while the coordinator sleeps does
+ * not wake it: the next submission does, or the next wait or poll (herd__queue_flush), or the
+ * coordinator's own idle timeout (HERD_IDLE_POLL_US), whichever comes first. */
+void herd__queue_push(herd_request_queue_t *q, uint32_t index, int defer);
 
 /* Wakes the coordinator thread if a request is queued that it was not told about. Cheap when
  * there is none (one atomic exchange). Any thread. */

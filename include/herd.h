@@ -141,7 +141,9 @@ HERD_API int herd_declare_tensor(const char *name, int64_t *key_out);
  * Ownership: both buffers stay owned by the caller, and must stay valid (and `sendbuf`
  * unmodified) until the handle completes. The same name may not be submitted again on this rank
  * while a previous submission of it is in flight (HERD_ERR_INVALID_USAGE).
- * `device` is HERD_DEVICE_CPU; a CUDA ordinal is HERD_ERR_NOT_SUPPORTED in this build.
+ * `device` is HERD_DEVICE_CPU, or a CUDA ordinal for device memory (see herd_set_cuda_stream;
+ * HERD_ERR_NOT_SUPPORTED without GPU support or without a visible device). A pointer on the
+ * other side of what `device` says is HERD_ERR_INVALID_ARG.
  * Thread safety: any thread, concurrently with other submissions and waits.
  */
 HERD_API int herd_push_pull(const char *name, const void *sendbuf, void *recvbuf, int64_t count,
@@ -190,6 +192,25 @@ HERD_API int herd_abi_version(void);
 
 /* The release version as "MAJOR.MINOR.PATCH". Thread safety: any thread. */
 HERD_API const char *herd_version(void);
+
+/*
+ * GPU memory (builds with the CUDA toolkit): `device` >= 0 in herd_push_pull/herd_broadcast is a
+ * CUDA ordinal and the buffers are that device's memory. Sets the CUDA stream (a cudaStream_t,
+ * passed as void *) that produced the data of this thread's next GPU submissions; NULL means the
+ * legacy default stream. herd records an event on it at submit and reads the data only after
+ * that event, so the caller never synchronizes before submitting.
+ * Thread safety: per thread.
+ */
+HERD_API int herd_set_cuda_stream(void *stream);
+
+/*
+ * Makes `stream` (a cudaStream_t) wait, on the device, for the GPU operation behind `handle` to
+ * complete, without blocking the host beyond the time herd needs to negotiate and issue it. Does
+ * not release the handle: wait on (or poll) it as usual. HERD_ERR_INVALID_ARG for a host op,
+ * HERD_ERR_NOT_SUPPORTED in a build without GPU support.
+ * Thread safety: any thread.
+ */
+HERD_API int herd_handle_stream_wait(herd_handle_t handle, void *stream);
 
 /* Bytes per element of `dtype`, or HERD_ERR_INVALID_ARG for an unknown dtype.
  * Thread safety: any thread. */

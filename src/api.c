@@ -2,7 +2,9 @@
  * runtime. No MPI here. Each check names the argument and its value. */
 #include <stdint.h>
 #include <string.h>
+#include <time.h>
 
+#include "backend/gpu.h"
 #include "dtype.h"
 #include "herd.h"
 #include "runtime.h"
@@ -61,15 +63,11 @@ static int check_device(const char *name, int device)
         return herd__status_set(HERD_ERR_INVALID_ARG,
                                 "tensor '%s': device %d is neither HERD_DEVICE_CPU (-1) nor a "
                                 "CUDA ordinal", name, device);
-    if (device >= 0)
-        return herd__status_set(HERD_ERR_NOT_SUPPORTED,
-                                "tensor '%s': device %d is a GPU, and this build of herd has no "
-                                "GPU support", name, device);
-    return HERD_OK;
+    return herd__gpu_check_buffer(name, "device", NULL, device);
 }
 
 static int check_buffer(const char *name, const char *what, const void *buf, int64_t count,
-                        int dtype)
+                        int dtype, int device)
 {
     if (count == 0)
         return HERD_OK;
@@ -81,7 +79,7 @@ static int check_buffer(const char *name, const char *what, const void *buf, int
         return herd__status_set(HERD_ERR_INVALID_ARG,
                                 "tensor '%s': %s %p is not aligned to %zu bytes for %s", name,
                                 what, buf, esize, herd__dtype_name(dtype));
-    return HERD_OK;
+    return herd__gpu_check_buffer(name, what, buf, device);
 }
 
 static int check_count_dtype(const char *name, int64_t count, int dtype)
@@ -113,6 +111,9 @@ static int check_overlap(const char *name, const void *send, const void *recv, i
     return HERD_OK;
 }
 
+/* The CUDA stream (cudaStream_t) that produces this thread's GPU data; NULL = legacy default. */
+static _Thread_local void *tls_cuda_stream;
+
 /* 1 when this thread's last wait ran the rounds it needed itself: it will likely do so again,
  * so its next submission need not wake the coordinator thread (see herd__queue_push). */
 static _Thread_local int tls_drives_own_waits;
@@ -136,6 +137,14 @@ static int submit(herd_runtime_t *rt, const char *name, size_t name_len, herd_re
     if (rc != HERD_OK) {
         atomic_store(&t->inflight, 0);
         return rc;
+    }
+    if (proto->device >= 0) {
+        rc = herd__gpu_record_ready(index, proto->device, tls_cuda_stream);
+        if (rc != HERD_OK) {
+            herd__handles_cancel(&rt->handles, index);
+            atomic_store(&t->inflight, 0);
+            return rc;
+        }
     }
     herd_request_t *r = herd__handles_request(&rt->handles, index);
     *r = *proto;
@@ -166,9 +175,9 @@ int herd_push_pull(const char *name, const void *sendbuf, void *recvbuf, int64_t
     if (rc == HERD_OK)
         rc = check_device(name, device);
     if (rc == HERD_OK)
-        rc = check_buffer(name, "sendbuf", sendbuf, count, dtype);
+        rc = check_buffer(name, "sendbuf", sendbuf, count, dtype, device);
     if (rc == HERD_OK)
-        rc = check_buffer(name, "recvbuf", recvbuf, count, dtype);
+        rc = check_buffer(name, "recvbuf", recvbuf, count, dtype, device);
     if (rc == HERD_OK)
         rc = check_overlap(name, sendbuf, recvbuf, count * (int64_t)herd__dtype_size(dtype));
     if (rc == HERD_OK) {
@@ -204,7 +213,7 @@ int herd_broadcast(const char *name, void *buf, int64_t count, int dtype, int ro
     if (rc == HERD_OK)
         rc = check_device(name, device);
     if (rc == HERD_OK)
-        rc = check_buffer(name, "buf", buf, count, dtype);
+        rc = check_buffer(name, "buf", buf, count, dtype, device);
     if (rc == HERD_OK) {
         herd_request_t proto = {.kind = HERD_KIND_BROADCAST, .dtype = dtype, .op = HERD_SUM,
                                 .root = root, .device = device, .count = count,
@@ -293,4 +302,33 @@ int herd_wait_handle(herd_handle_t handle, int64_t timeout_ms)
     if (pending)
         flush_submissions(rt);
     return herd__handles_wait(&rt->handles, handle, timeout_ms);
+}
+
+int herd_set_cuda_stream(void *stream)
+{
+    tls_cuda_stream = stream;
+    return HERD_OK;
+}
+
+int herd_handle_stream_wait(herd_handle_t handle, void *stream)
+{
+    herd_runtime_t *rt = herd__runtime();
+    int rc = check_handles_exist(rt);
+    if (rc != HERD_OK)
+        return rc;
+    /* Block only until herd has issued the op on its own stream, never until it completes. */
+    for (;;) {
+        int status = herd__handles_poll(&rt->handles, handle);
+        if (status < 0)
+            return status;
+        uint32_t index = herd__handles_index(handle);
+        rc = herd__gpu_stream_wait(index, stream);
+        if (rc != HERD_INPROGRESS)
+            return rc;
+        if (status == HERD_OK)
+            return HERD_OK; /* complete before it was marked issued: nothing to wait for */
+        flush_submissions(rt);
+        struct timespec pause = {.tv_sec = 0, .tv_nsec = 50000};
+        nanosleep(&pause, NULL);
+    }
 }

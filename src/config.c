@@ -36,6 +36,7 @@ void herd__config_defaults(herd_config_t *cfg)
     cfg->stall_timeout_ms = DEFAULT_STALL_TIMEOUT_MS;
     cfg->shutdown_timeout_ms = DEFAULT_SHUTDOWN_TIMEOUT_MS;
     cfg->timeline[0] = '\0';
+    cfg->gpu_backend = HERD_GPU_BACKEND_NCCL;
 }
 
 int herd__config_parse_seconds(const char *text, int64_t *ms_out)
@@ -173,6 +174,15 @@ int herd__config_parse(herd_config_t *cfg, herd_env_lookup_fn lookup)
             rc = bad_value("HERD_TIMELINE", path, "a path shorter than 1024 bytes");
         else if (path != NULL)
             memcpy(c.timeline, path, strlen(path) + 1);
+    }
+    if (rc == 0) {
+        const char *gpu = lookup("HERD_GPU_BACKEND");
+        if (gpu != NULL && strcasecmp(gpu, "nccl") == 0)
+            c.gpu_backend = HERD_GPU_BACKEND_NCCL;
+        else if (gpu != NULL && strcasecmp(gpu, "mpi") == 0)
+            c.gpu_backend = HERD_GPU_BACKEND_MPI;
+        else if (gpu != NULL)
+            rc = bad_value("HERD_GPU_BACKEND", gpu, "nccl or mpi");
     }
     if (rc == 0) {
         const char *level = lookup("HERD_LOG_LEVEL");

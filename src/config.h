@@ -5,6 +5,10 @@
 #include <stddef.h>
 #include <stdint.h>
 
+/* HERD_GPU_BACKEND: NCCL when built with it, else (or when set to mpi) staging through host
+ * memory and MPI. */
+enum { HERD_GPU_BACKEND_NCCL = 0, HERD_GPU_BACKEND_MPI = 1 };
+
 /* Log levels, lowest is quietest. */
 enum { HERD_LOG_ERROR = 0, HERD_LOG_WARN = 1, HERD_LOG_INFO = 2, HERD_LOG_DEBUG = 3 };
 
@@ -19,6 +23,7 @@ typedef struct herd_config {
     int64_t stall_timeout_ms; /* HERD_STALL_TIMEOUT_SECONDS: 0 = never time out */
     int64_t shutdown_timeout_ms; /* HERD_SHUTDOWN_TIMEOUT_SECONDS: 0 = wait forever */
     char timeline[1024];         /* HERD_TIMELINE: trace path ("" = none; %r = rank) */
+    int gpu_backend;             /* HERD_GPU_BACKEND: nccl or mpi */
 } herd_config_t;
 
 /* Reads the configuration through `lookup` (getenv in production, a table in tests). On a bad

@@ -36,6 +36,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "backend/gpu.h"
 #include "dtype.h"
 #include "fusion.h"
 #include "herd.h"
@@ -89,6 +90,9 @@ struct herd_coordinator {
     void **dsts;
     int64_t *sizes;
     int64_t phase_ns[3]; /* timeline: pack, collective, unpack time of the running group */
+    uint32_t *group_ops; /* handle indices of the running group's members */
+    herd_backend_t *gpu_backend; /* started by the first GPU group */
+    int gpu_device;              /* the CUDA device it drives, -1 before */
 };
 
 /* ---- small helpers ---------------------------------------------------------------------- */
@@ -209,13 +213,32 @@ static void intake_all(herd_coordinator_t *c)
 
 /* ---- execution --------------------------------------------------------------------------- */
 
+/* The data plane for a group: the host's, or the GPU's, started on first use. Starting it is
+ * collective, and every rank reaches it in the same group, since plans are identical. */
+static herd_backend_t *backend_for(herd_coordinator_t *c, const herd_request_t *first, int *rc)
+{
+    *rc = HERD_OK;
+    if (first->device < 0)
+        return c->d.cpu_backend;
+    if (c->gpu_backend == NULL)
+        *rc = herd__gpu_backend_create(&c->gpu_backend, c->d.ctrl, c->d.config, first->device,
+                                       c->d.cpu_backend);
+    if (*rc == HERD_OK && c->gpu_device != -1 && c->gpu_device != first->device)
+        *rc = herd__status_set(HERD_ERR_NOT_SUPPORTED,
+                               "tensor '%s' is on CUDA device %d, but this process already "
+                               "uses device %d: herd drives one GPU per process",
+                               first->tensor->name, first->device, c->gpu_device);
+    if (*rc == HERD_OK)
+        c->gpu_device = first->device;
+    return *rc == HERD_OK ? c->gpu_backend : NULL;
+}
+
 /* Runs one planned group: one collective, on the tensor in place or on the fusion buffer. */
-static int run_collective(herd_coordinator_t *c, const herd_fusion_group_t *g)
+static int run_collective(herd_coordinator_t *c, herd_backend_t *be, const herd_fusion_group_t *g)
 {
     const uint32_t *ops = c->item_op;
     const int64_t *member = &c->order[g->first];
     herd_request_t *first = request_of(c, ops[member[0]]);
-    herd_backend_t *be = c->d.cpu_backend;
     if (g->bytes == 0)
         return HERD_OK;
     if (!g->fused) {
@@ -234,7 +257,8 @@ static int run_collective(herd_coordinator_t *c, const herd_fusion_group_t *g)
      * unpacked while it is still in cache, so the fusion buffer stays small and a big group does
      * not stream through main memory three times. */
     int64_t esize = (int64_t)herd__dtype_size(first->dtype);
-    int64_t piece = c->d.config->chunk_bytes > 0 ? c->d.config->chunk_bytes : g->bytes;
+    int64_t chunk = be == c->d.cpu_backend ? c->d.config->chunk_bytes : 0; /* GPU: whole */
+    int64_t piece = chunk > 0 ? chunk : g->bytes;
     piece = piece < g->bytes ? piece - piece % esize : g->bytes;
     if (piece < esize)
         piece = esize;
@@ -298,9 +322,18 @@ static void run_group(herd_coordinator_t *c, const herd_fusion_group_t *g)
 {
     int64_t start = c->d.timeline != NULL ? herd__clock_ns() : 0;
     c->phase_ns[0] = c->phase_ns[1] = c->phase_ns[2] = 0;
-    int status = run_collective(c, g);
+    for (int64_t i = 0; i < g->count; i++)
+        c->group_ops[i] = c->item_op[c->order[g->first + i]];
+    int status = HERD_OK;
+    herd_backend_t *be = backend_for(c, request_of(c, c->group_ops[0]), &status);
+    if (status == HERD_OK && be->before_group != NULL)
+        status = be->before_group(be, c->group_ops, g->count);
     if (status == HERD_OK)
-        status = c->d.cpu_backend->finish(c->d.cpu_backend);
+        status = run_collective(c, be, g);
+    if (status == HERD_OK && be->after_group != NULL)
+        status = be->after_group(be, c->group_ops, g->count);
+    if (status == HERD_OK)
+        status = be->finish(be);
     if (c->d.timeline != NULL)
         trace_group(c, g, start);
     char message[HERD_ERRMSG_MAX];
@@ -456,7 +489,8 @@ static int run_stall_check(herd_coordinator_t *c)
     if (rc != HERD_OK)
         return rc;
     c->stall_out[0] = (uint64_t)(c->last_stall_check_ns / 1000000);
-    memcpy(c->stall_out + 1, c->ready_bits, (size_t)words * sizeof(uint64_t));
+    if (words > 0)
+        memcpy(c->stall_out + 1, c->ready_bits, (size_t)words * sizeof(uint64_t));
     const char *const *blobs = NULL;
     const size_t *lens = NULL;
     rc = herd__ctrl_allgather(c->d.ctrl, (const char *)c->stall_out,
@@ -488,7 +522,8 @@ static int run_round(herd_coordinator_t *c)
     int want_check = stall_check_due(c);
     w[0] = ~(uint64_t)((c->outbox_len > 0 ? OR_NAMES : 0) | (want_check ? OR_STALL_CHECK : 0));
     w[1] = c->shutdown_asked ? AND_SHUTDOWN : 0;
-    memcpy(w + HEADER_WORDS, c->ready_bits, (size_t)words * sizeof *w);
+    if (words > 0) /* ready_bits is NULL until the first slot exists */
+        memcpy(w + HEADER_WORDS, c->ready_bits, (size_t)words * sizeof *w);
     int rc = herd__ctrl_allreduce_band(c->d.ctrl, w, HEADER_WORDS + words);
     const char *const *blobs = NULL;
     const size_t *lens = NULL;
@@ -656,6 +691,9 @@ static void free_coordinator(herd_coordinator_t *c)
     free(c->dsts);
     free(c->sizes);
     free(c->rank_bits);
+    free(c->group_ops);
+    if (c->gpu_backend != NULL)
+        c->gpu_backend->destroy(c->gpu_backend);
     free(c->stall_out);
     free(c);
 }
@@ -712,10 +750,13 @@ int herd__coordinator_start(herd_coordinator_t **out, const herd_coordinator_dep
     c->srcs = calloc(n, sizeof *c->srcs);
     c->dsts = calloc(n, sizeof *c->dsts);
     c->sizes = calloc(n, sizeof *c->sizes);
+    c->group_ops = calloc(n, sizeof *c->group_ops);
+    c->gpu_device = -1;
     c->rank_bits = calloc((size_t)c->size, sizeof *c->rank_bits);
     int rc = HERD_OK;
     if (!c->reannounce || !c->items || !c->item_op || !c->order || !c->groups ||
-        !c->scratch.next || !c->srcs || !c->dsts || !c->sizes || !c->rank_bits)
+        !c->scratch.next || !c->srcs || !c->dsts || !c->sizes || !c->rank_bits ||
+        !c->group_ops)
         rc = herd__status_set(HERD_ERR_NO_MEMORY, "cannot allocate coordinator tables");
     if (rc == HERD_OK)
         rc = ensure((void **)&c->round_words, &c->round_words_cap, HEADER_WORDS,

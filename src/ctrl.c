@@ -205,6 +205,12 @@ int herd__ctrl_allreduce_band(herd_ctrl_t *c, uint64_t *words, int64_t n)
     return rc == MPI_SUCCESS ? HERD_OK : mpi_failed(rc, "negotiation MPI_Allreduce");
 }
 
+int herd__ctrl_bcast(herd_ctrl_t *c, void *buf, size_t bytes, int root)
+{
+    int rc = MPI_Bcast(buf, (int)bytes, MPI_BYTE, root, c->comm);
+    return rc == MPI_SUCCESS ? HERD_OK : mpi_failed(rc, "control-plane MPI_Bcast");
+}
+
 int herd__ctrl_allgather(herd_ctrl_t *c, const char *mine, size_t len, const char *const **blobs,
                          const size_t **lens)
 {

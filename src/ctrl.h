@@ -36,6 +36,9 @@ const void *herd__ctrl_world(const herd_ctrl_t *c);
 /* In-place bitwise-AND allreduce of `n` words. */
 int herd__ctrl_allreduce_band(herd_ctrl_t *c, uint64_t *words, int64_t n);
 
+/* Broadcasts `bytes` bytes of buf from `root`. */
+int herd__ctrl_bcast(herd_ctrl_t *c, void *buf, size_t bytes, int root);
+
 /* Gathers every rank's bytes. On return blobs[r], lens[r] describe rank r's contribution; they
  * stay valid until the next call. */
 int herd__ctrl_allgather(herd_ctrl_t *c, const char *mine, size_t len, const char *const **blobs,

@@ -65,6 +65,12 @@ int herd__handles_poll(herd_handle_table_t *t, herd_handle_t handle);
  * returns its status, sets this thread's last error to its message and releases the slot. */
 int herd__handles_wait(herd_handle_table_t *t, herd_handle_t handle, int64_t timeout_ms);
 
+/* The slot index a handle names (not validated: use only after a successful poll). */
+static inline uint32_t herd__handles_index(herd_handle_t handle)
+{
+    return (uint32_t)((uint64_t)handle & ((UINT64_C(1) << HERD_HANDLE_INDEX_BITS) - 1));
+}
+
 /* Number of slots in use (tests, leak checks). */
 uint32_t herd__handles_in_use(herd_handle_table_t *t);
 

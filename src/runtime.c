@@ -4,6 +4,7 @@
 #include <sched.h>
 #include <stdlib.h>
 
+#include "backend/gpu.h"
 #include "herd.h"
 #include "log.h"
 #include "status.h"
@@ -129,6 +130,8 @@ int herd__runtime_init(void)
         goto out;
     herd__log_setup(rt->config.log_level, -1);
     rc = make_handles(rt);
+    if (rc == HERD_OK)
+        rc = herd__gpu_init(rt->handles.capacity);
     if (rc != HERD_OK)
         goto out;
     rc = herd__ctrl_open(&rt->ctrl);

@@ -111,7 +111,11 @@ def parse_dtype(dtype):
 class Buffer:
     """One resolved buffer. `keep` holds whatever must stay alive while herd uses `ptr`."""
 
-    __slots__ = ("obj", "ptr", "count", "dtype", "device", "readonly", "array", "keep")
+    __slots__ = ("obj", "ptr", "count", "dtype", "device", "readonly", "array", "keep",
+                 "stream")
+
+    def __init__(self):
+        self.stream = None  # GPU only: the producer's cudaStream_t as an int (None: default)
 
     @property
     def nbytes(self):
@@ -191,8 +195,17 @@ def _from_cuda_array_interface(obj, cai, dtype, what):
     strides = cai.get("strides")
     if strides is not None and not _c_contiguous(shape, strides, npd.itemsize):
         raise invalid_argument(f"{what} is not C-contiguous (shape {shape}, strides {strides})")
-    # The GPU support must also order herd's work after cai.get("stream") (protocol v3).
     b = Buffer()
+    # herd orders its work after the producer's stream (protocol v3 "stream"; 1 and 2 are CUDA's
+    # legacy and per-thread default streams, which the runtime accepts as handles). torch does
+    # not say, so ask it for its current stream.
+    b.stream = cai.get("stream")
+    if b.stream is None and type(obj).__module__.split(".")[0] == "torch":
+        try:
+            import torch  # noqa: PLC0415 - only when a torch tensor is passed
+            b.stream = torch.cuda.current_stream(obj.device).cuda_stream
+        except Exception:  # no usable torch.cuda: the legacy default stream
+            b.stream = None
     b.obj = obj
     b.ptr = int(ptr or 0)
     b.count = 1

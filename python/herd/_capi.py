@@ -79,6 +79,8 @@ SIGNATURES = {
     "herd_abi_version": ([], _int),
     "herd_version": ([], _str),
     "herd_dtype_size": ([_int], _int),
+    "herd_set_cuda_stream": ([_ptr], _int),
+    "herd_handle_stream_wait": ([_i64, _ptr], _int),
 }
 
 

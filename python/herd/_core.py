@@ -352,10 +352,17 @@ def push_pull_async(array, name=None, op="sum", out=None, dtype=None):
         raise errors.invalid_argument(f"{what} is read-only, but herd writes the result into it")
     name_b = _submit_name(name, "push_pull")
     hid = ctypes.c_int64(0)
+    _set_stream(send)
     st = lib.herd_push_pull(name_b, send.ptr or None, recv.ptr or None, send.count, send.dtype,
                             code, send.device, ctypes.byref(hid))
     return Handle(_handle_out(hid, st), name_b.decode("utf-8", "replace"), result,
                   (send.keep, recv.keep, array, out, result))
+
+
+def _set_stream(buf):
+    """Tells herd which CUDA stream produced a GPU buffer, so it never reads the data early."""
+    if buf.device >= 0:
+        lib.herd_set_cuda_stream(ctypes.c_void_p(buf.stream or None))
 
 
 def push_pull(array, name=None, op="sum", out=None, dtype=None, timeout=None):
@@ -384,6 +391,7 @@ def broadcast_async(array, root, name=None, dtype=None):
             "array is read-only, but broadcast writes into it on every rank but the root")
     name_b = _submit_name(name, "broadcast")
     hid = ctypes.c_int64(0)
+    _set_stream(buf)
     st = lib.herd_broadcast(name_b, buf.ptr or None, buf.count, buf.dtype, root, buf.device,
                             ctypes.byref(hid))
     return Handle(_handle_out(hid, st), name_b.decode("utf-8", "replace"), array,

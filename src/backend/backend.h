@@ -25,6 +25,10 @@ struct herd_backend {
     /* Returns once everything issued so far is complete in memory (a stream sync on a GPU;
      * nothing on the host, where collectives are synchronous). */
     int (*finish)(herd_backend_t *be);
+    /* Optional (NULL on the host): around each group, given its ops' handle-slot indices:
+     * order herd's work after the producers' streams, and mark the ops issued. */
+    int (*before_group)(herd_backend_t *be, const uint32_t *ops, int64_t n);
+    int (*after_group)(herd_backend_t *be, const uint32_t *ops, int64_t n);
     void (*destroy)(herd_backend_t *be);
 };
 

@@ -350,30 +350,57 @@ static void run_group(herd_coordinator_t *c, const herd_fusion_group_t *g)
     herd__handles_notify(c->d.handles);
 }
 
-static void execute_ready(herd_coordinator_t *c)
+/* Host tensors travel in buckets of HERD_CHUNK_BYTES when it is set below the fusion threshold:
+ * small ones packed a bucket at a time while it is in cache, big ones reduced where they lie in
+ * pieces of that size (see run_collective). GPU tensors fuse up to the fusion threshold. */
+static int64_t group_limit(const herd_config_t *cfg, int gpu)
+{
+    if (!gpu && cfg->chunk_bytes > 0 && cfg->chunk_bytes < cfg->fusion_threshold)
+        return cfg->chunk_bytes;
+    return cfg->fusion_threshold;
+}
+
+/* Lists the ready ops of one device class, in priority order, from items[first]. */
+static int64_t collect_ready(herd_coordinator_t *c, int gpu, int64_t first)
 {
     herd_negotiator_t *n = &c->neg;
-    int64_t count = 0;
+    int64_t count = first;
     for (int64_t i = 0; i < n->nready; i++) {
         herd_tensor_t *t = n->slots[n->ready[i]].local;
         if (t == NULL || t->pending == HERD_NO_INDEX) {
             /* Every rank said it has this op ready; this rank not having it is a bug. */
-            HERD_LOG_ERR("internal: slot %lld is ready everywhere but has no local op",
-                         (long long)n->ready[i]);
+            if (!gpu)
+                HERD_LOG_ERR("internal: slot %lld is ready everywhere but has no local op",
+                             (long long)n->ready[i]);
             continue;
         }
         herd_request_t *r = request_of(c, t->pending);
+        if ((r->device >= 0) != gpu)
+            continue;
         c->items[count] = (herd_fusion_item_t){
             .kind = r->kind, .dtype = r->dtype, .op = r->op, .root = r->root,
-            .device_class = r->device >= 0,
-            .bytes = r->count * (int64_t)herd__dtype_size(r->dtype)};
+            .device_class = gpu, .bytes = r->count * (int64_t)herd__dtype_size(r->dtype)};
         c->item_op[count] = t->pending;
         count++;
     }
-    int64_t ngroups = 0;
-    herd__fusion_plan(c->items, count, c->d.config->fusion_threshold, &c->scratch, c->order,
-                      c->groups, &ngroups);
-    for (int64_t g = 0; g < ngroups; g++)
+    return count;
+}
+
+static void execute_ready(herd_coordinator_t *c)
+{
+    /* Host groups first, then GPU groups: the same split and plan on every rank. */
+    int64_t nhost = collect_ready(c, 0, 0);
+    int64_t nall = collect_ready(c, 1, nhost);
+    int64_t nhost_groups = 0, ngpu_groups = 0;
+    herd__fusion_plan(c->items, nhost, group_limit(c->d.config, 0), &c->scratch, c->order,
+                      c->groups, &nhost_groups);
+    herd__fusion_plan(c->items + nhost, nall - nhost, group_limit(c->d.config, 1), &c->scratch,
+                      c->order + nhost, c->groups + nhost_groups, &ngpu_groups);
+    for (int64_t i = nhost; i < nall; i++)
+        c->order[i] += nhost;
+    for (int64_t g = nhost_groups; g < nhost_groups + ngpu_groups; g++)
+        c->groups[g].first += nhost;
+    for (int64_t g = 0; g < nhost_groups + ngpu_groups; g++)
         run_group(c, &c->groups[g]);
 }
 
@@ -608,11 +635,13 @@ static void *coordinator_main(void *arg)
     int64_t sleep_ns = FIRST_SLEEP_NS;
     const int64_t max_sleep_ns = c->d.config->idle_poll_us * 1000;
     for (;;) {
+        int waiting_on_peers = 0;
         if (!atomic_load(&c->d.queue->driving)) {
             herd__mutex_lock(&c->progress);
             int64_t epoch = c->epoch;
             int r = drive(c, c->spin_ns, NULL, NULL);
             int ran = c->epoch != epoch;
+            waiting_on_peers = c->npending > 0;
             herd__mutex_unlock(&c->progress);
             if (r == DRIVE_SHUTDOWN)
                 break;
@@ -622,11 +651,15 @@ static void *coordinator_main(void *arg)
         /* Idle, or an application thread is driving: sleep. Requests wake this thread unless a
          * driver will take them (see herd__queue_push for the ones that do not). */
         int driving = atomic_load(&c->d.queue->driving);
+        /* With ops in flight a peer's wake is expected soon: look four times as often. */
+        int64_t cap = waiting_on_peers ? max_sleep_ns / 4 : max_sleep_ns;
+        if (sleep_ns > cap)
+            sleep_ns = cap;
         int64_t deadline = herd__clock_ns() + sleep_ns;
         if (herd__queue_sleep(c->d.queue, deadline, !driving))
             sleep_ns = FIRST_SLEEP_NS;
         else
-            sleep_ns = sleep_ns * 2 < max_sleep_ns ? sleep_ns * 2 : max_sleep_ns;
+            sleep_ns = sleep_ns * 2 < cap ? sleep_ns * 2 : cap;
     }
     /* Every rank asked to shut down in the same round: what every rank had ready ran in it;
      * what is left was never submitted by every rank. */

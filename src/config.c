@@ -41,7 +41,15 @@ void herd__config_defaults(herd_config_t *cfg)
 
 int herd__config_parse_seconds(const char *text, int64_t *ms_out)
 {
-    if (text[0] < '0' || text[0] > '9')
+    /* Digits with at most one '.': strtod alone would take hex, exponents and "inf". */
+    int dots = 0;
+    for (const char *p = text; *p; p++) {
+        if (*p == '.')
+            dots++;
+        else if (*p < '0' || *p > '9')
+            return -1;
+    }
+    if (text[0] < '0' || text[0] > '9' || dots > 1)
         return -1;
     errno = 0;
     char *end = NULL;
@@ -119,8 +127,8 @@ static int parse_log_level(const char *text, int *out)
 
 static int bad_value(const char *var, const char *value, const char *expected)
 {
-    return herd__status_set(HERD_ERR_INVALID_ARG, "%s='%s' is not valid: expected %s", var,
-                            value, expected);
+    return herd__status_set(HERD_ERR_INVALID_ARG, "%s='%.200s%s' is not valid: expected %s",
+                            var, value, strlen(value) > 200 ? "..." : "", expected);
 }
 
 /* Parses an integer variable in [lo, hi]; absent leaves *out unchanged. */

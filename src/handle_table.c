@@ -161,7 +161,11 @@ int herd__handles_poll(herd_handle_table_t *t, herd_handle_t handle)
 
 int herd__handles_wait(herd_handle_table_t *t, herd_handle_t handle, int64_t timeout_ms)
 {
-    int64_t deadline = timeout_ms < 0 ? INT64_MAX : herd__clock_ns() + timeout_ms * 1000000;
+    int64_t now = herd__clock_ns();
+    /* A timeout too long to represent is forever (no overflow for any int64 timeout). */
+    int64_t deadline = timeout_ms < 0 || timeout_ms > (INT64_MAX - now) / 1000000
+                           ? INT64_MAX
+                           : now + timeout_ms * 1000000;
     uint32_t index;
     herd__mutex_lock(&t->lock);
     herd_slot_t *s = lookup(t, handle, &index);

@@ -241,6 +241,13 @@ static int evict(herd_negotiator_t *n, int64_t slot, const char *name, size_t na
     s->name = NULL;
     s->in_use = 0;
     n->free_slots[n->nfree++] = slot;
+    /* A correct peer never has a slot ready that it also re-announces by name, but a slot that
+     * is gone must not run even if one did. */
+    int64_t kept = 0;
+    for (int64_t i = 0; i < n->nready; i++)
+        if (n->ready[i] != slot)
+            n->ready[kept++] = n->ready[i];
+    n->nready = kept;
     if (ev.name == NULL)
         return HERD_ERR_NO_MEMORY;
     return push_event(n, ev);

@@ -169,8 +169,12 @@ HERD_API int herd_poll_handle(herd_handle_t handle);
 /*
  * Blocks until the operation completes or `timeout_ms` passes (-1 waits forever, 0 only checks),
  * sleeping on a condition variable. On completion returns the operation's status and releases
- * the handle: waiting on it again is HERD_ERR_NOT_FOUND. On HERD_ERR_TIMEOUT the handle stays
- * valid and may be waited on again.
+ * the handle: waiting on it again is HERD_ERR_NOT_FOUND. When the wait's own timeout passes it
+ * returns HERD_ERR_TIMEOUT and the handle stays valid (herd_poll_handle still says
+ * HERD_INPROGRESS) and may be waited on again. An operation that itself timed out (the stall
+ * inspector, HERD_STALL_TIMEOUT_SECONDS) is a completion with HERD_ERR_TIMEOUT: released, and its
+ * message names the tensor and the ranks that never submitted it.
+ * A wait without a deadline (-1) may run the rounds its operation needs on the calling thread.
  * Thread safety: any thread; two threads waiting on one handle get it once, the other
  * HERD_ERR_NOT_FOUND.
  */

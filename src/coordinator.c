@@ -195,13 +195,15 @@ static void intake(herd_coordinator_t *c, uint32_t index)
 static void intake_all(herd_coordinator_t *c)
 {
     herd_request_queue_t *q = c->d.queue;
+    /* Read the stop flag before draining: every submission made before herd_shutdown was
+     * queued before the flag was set, so it is taken into this round with the shutdown. */
+    if (atomic_load(&c->stop))
+        c->shutdown_asked = 1;
     for (uint32_t i = herd__queue_drain(q); i != HERD_NO_INDEX;) {
         uint32_t next = herd__queue_next(q, i);
         intake(c, i);
         i = next;
     }
-    if (atomic_load(&c->stop))
-        c->shutdown_asked = 1;
     for (int64_t i = 0; i < c->nreannounce; i++) {
         herd_tensor_t *t = c->reannounce[i];
         if (t->pending != HERD_NO_INDEX &&

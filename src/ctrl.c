@@ -59,6 +59,19 @@ static const char *thread_level_name(int level)
     }
 }
 
+/* herd called MPI_Init_thread and no herd_shutdown has finalised it yet. Application thread. */
+static int mpi_is_herds;
+
+void herd__ctrl_finalize_leftover(void)
+{
+    int initialized = 0, finalized = 0;
+    MPI_Initialized(&initialized);
+    MPI_Finalized(&finalized);
+    if (mpi_is_herds && initialized && !finalized)
+        MPI_Finalize();
+    mpi_is_herds = 0;
+}
+
 /* Brings MPI up, or checks the program's MPI is usable from herd's thread. */
 static int init_mpi(herd_ctrl_t *c)
 {
@@ -69,15 +82,18 @@ static int init_mpi(herd_ctrl_t *c)
                                 "MPI has already been finalized; herd cannot start again in "
                                 "this process");
     MPI_Initialized(&initialized);
-    if (!initialized) {
-        int rc = MPI_Init_thread(NULL, NULL, MPI_THREAD_MULTIPLE, &provided);
-        if (rc != MPI_SUCCESS)
-            return mpi_failed(rc, "MPI_Init_thread");
+    if (!initialized || mpi_is_herds) {
+        if (!initialized) {
+            int rc = MPI_Init_thread(NULL, NULL, MPI_THREAD_MULTIPLE, &provided);
+            if (rc != MPI_SUCCESS)
+                return mpi_failed(rc, "MPI_Init_thread");
+            mpi_is_herds = 1;
+        }
+        MPI_Query_thread(&provided);
         c->owns_mpi = 1;
-        /* herd alone calls MPI, from its coordinator thread: SERIALIZED is enough. */
+        /* herd alone calls MPI, one thread at a time (the progress lock): SERIALIZED is
+         * enough. */
         if (provided < MPI_THREAD_SERIALIZED) {
-            MPI_Finalize();
-            c->owns_mpi = 0;
             return herd__status_set(HERD_ERR_NOT_SUPPORTED,
                                     "this MPI provides only %s; herd needs at least "
                                     "MPI_THREAD_SERIALIZED",
@@ -170,9 +186,7 @@ fail:
     if (c->comm != MPI_COMM_NULL)
         MPI_Comm_free(&c->comm);
     free_peers(c);
-    if (c->owns_mpi)
-        MPI_Finalize();
-    free(c);
+    free(c); /* MPI stays up if herd started it: see herd__ctrl_release */
     return rc;
 }
 
@@ -182,14 +196,14 @@ void herd__ctrl_close(herd_ctrl_t *c)
         MPI_Comm_free(&c->comm);
 }
 
-void herd__ctrl_release(herd_ctrl_t *c)
+void herd__ctrl_release(herd_ctrl_t *c, int finalize)
 {
     if (c == NULL)
         return;
     herd__ctrl_close(c);
     free_peers(c);
-    if (c->owns_mpi)
-        MPI_Finalize();
+    if (c->owns_mpi && finalize)
+        herd__ctrl_finalize_leftover();
     free(c);
 }
 

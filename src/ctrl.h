@@ -21,9 +21,13 @@ int herd__ctrl_open(herd_ctrl_t **out);
 /* Frees herd's communicators (coordinator, after the last round). */
 void herd__ctrl_close(herd_ctrl_t *c);
 
-/* Finalises MPI if herd initialised it, and frees `c` (application thread, after the coordinator
- * has exited). */
-void herd__ctrl_release(herd_ctrl_t *c);
+/* Frees `c` (application thread, after the coordinator has exited), finalising MPI if herd
+ * initialised it and `finalize` is set. A failed herd_init passes 0: MPI stays up, still herd's,
+ * so a corrected retry works; herd__ctrl_finalize_leftover ends it at exit. */
+void herd__ctrl_release(herd_ctrl_t *c, int finalize);
+
+/* At process exit: finalises MPI if herd initialised it and no herd_shutdown did. */
+void herd__ctrl_finalize_leftover(void);
 
 int herd__ctrl_rank(const herd_ctrl_t *c);
 int herd__ctrl_size(const herd_ctrl_t *c);

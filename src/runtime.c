@@ -110,10 +110,21 @@ fail_queue:
     return rc;
 }
 
+/* A herd_init that failed after starting MPI leaves it up for a retry; if none succeeds, MPI is
+ * finalised when the process exits. Not while herd runs: its threads would still use MPI. */
+static void finalize_leftover_mpi(void)
+{
+    if (atomic_load(&the_runtime.state) == HERD_STATE_UNINIT)
+        herd__ctrl_finalize_leftover();
+}
+
 int herd__runtime_init(void)
 {
     herd_runtime_t *rt = &the_runtime;
     pthread_mutex_lock(&rt->lifecycle);
+    static int exit_hook;
+    if (!exit_hook && atexit(finalize_leftover_mpi) == 0)
+        exit_hook = 1;
     int rc = HERD_OK;
     int state = atomic_load(&rt->state);
     if (state == HERD_STATE_DEFUNCT) {
@@ -139,7 +150,7 @@ int herd__runtime_init(void)
         goto out;
     rc = start_engine(rt);
     if (rc != HERD_OK) {
-        herd__ctrl_release(rt->ctrl);
+        herd__ctrl_release(rt->ctrl, 0);
         rt->ctrl = NULL;
         goto out;
     }
@@ -191,7 +202,7 @@ int herd__runtime_shutdown(void)
     herd__registry_destroy(&rt->registry);
     rt->cpu_backend->destroy(rt->cpu_backend);
     rt->cpu_backend = NULL;
-    herd__ctrl_release(rt->ctrl);
+    herd__ctrl_release(rt->ctrl, 1);
     rt->ctrl = NULL;
     set_identity(rt, -1, -1, -1, -1);
     atomic_store(&rt->state, HERD_STATE_UNINIT);

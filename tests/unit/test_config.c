@@ -39,7 +39,7 @@ static int parse_one(herd_config_t *cfg, const char *name, const char *value)
 static void expect_defaults(const herd_config_t *c)
 {
     UNIT_EQ_INT(c->fusion_threshold, INT64_C(64) << 20);
-    UNIT_EQ_INT(c->chunk_bytes, 0);
+    UNIT_EQ_INT(c->chunk_bytes, 1 << 20);
     UNIT_EQ_INT(c->log_level, HERD_LOG_WARN);
     UNIT_EQ_INT(c->max_handles, 1 << 16);
     UNIT_EQ_INT(c->spin_us, 0);
@@ -97,7 +97,7 @@ static void test_fusion_threshold_accepted_values(void)
                       herd_last_error());
         UNIT_EQ_INT(c.fusion_threshold, ok[i].bytes);
         /* Everything else keeps its default. */
-        UNIT_EQ_INT(c.chunk_bytes, 0);
+        UNIT_EQ_INT(c.chunk_bytes, 1 << 20);
         UNIT_EQ_INT(c.max_handles, 1 << 16);
     }
 }

@@ -806,7 +806,7 @@ int herd__coordinator_start(herd_coordinator_t **out, const herd_coordinator_dep
     return HERD_OK;
 }
 
-int herd__coordinator_join(herd_coordinator_t *c, int64_t timeout_ns)
+int herd__coordinator_join(herd_coordinator_t *c, int64_t timeout_ns, int64_t configured_ms)
 {
     atomic_store(&c->stop, 1);
     herd__queue_nudge(c->d.queue);
@@ -817,7 +817,7 @@ int herd__coordinator_join(herd_coordinator_t *c, int64_t timeout_ns)
                                 "(HERD_SHUTDOWN_TIMEOUT_SECONDS): a rank may have stopped "
                                 "answering or not called herd_shutdown; herd is stopped "
                                 "without finalizing MPI",
-                                (double)timeout_ns / 1e9);
+                                (double)configured_ms / 1e3);
     }
     int rc = c->broken ? HERD_ERR_BACKEND : HERD_OK;
     if (c->broken)

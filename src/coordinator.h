@@ -44,6 +44,6 @@ int herd__coordinator_drive(herd_coordinator_t *c, herd_handle_t handle);
  * round, and frees the coordinator. Every operation still pending has completed when this
  * returns HERD_OK. On HERD_ERR_TIMEOUT the thread is still inside a round (a peer stopped
  * answering): it is detached and everything it uses must be left alive. */
-int herd__coordinator_join(herd_coordinator_t *c, int64_t timeout_ns);
+int herd__coordinator_join(herd_coordinator_t *c, int64_t timeout_ns, int64_t configured_ms);
 
 #endif

@@ -185,8 +185,9 @@ int herd__runtime_shutdown(void)
      * waiter driving rounds hands back once its round is done. */
     while (atomic_load(&rt->active_calls) > 0 && herd__clock_ns() < deadline)
         sched_yield();
-    int rc = herd__coordinator_join(rt->coordinator,
-                                    timeout_ns < 0 ? -1 : deadline - herd__clock_ns());
+    int64_t left = deadline - herd__clock_ns();
+    int rc = herd__coordinator_join(rt->coordinator, timeout_ns < 0 ? -1 : left > 0 ? left : 0,
+                                    rt->config.shutdown_timeout_ms);
     if (rc == HERD_ERR_TIMEOUT) {
         /* The stuck thread still uses everything: leave it all in place, and refuse restarts. */
         HERD_LOG_ERR("%s", herd__status_last());

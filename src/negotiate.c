@@ -421,7 +421,13 @@ int herd__negotiate_round(herd_negotiator_t *n, const uint64_t *and_bits, int64_
         while (bits) {
             int64_t slot = w * 64 + __builtin_ctzll(bits);
             bits &= bits - 1;
-            if (slot < n->nslots && n->slots[slot].in_use && push_ready(n, slot))
+            if (slot >= n->nslots || !n->slots[slot].in_use)
+                continue;
+            /* Ready everywhere: whatever stall it was in is over, even if no stall check saw
+             * it complete (checks run only while ops wait). */
+            n->slots[slot].stall_since_ms = -1;
+            n->slots[slot].stall_warned = 0;
+            if (push_ready(n, slot))
                 return HERD_ERR_NO_MEMORY;
         }
     }

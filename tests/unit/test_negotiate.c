@@ -1250,6 +1250,30 @@ static void test_stall_scan_on_a_cached_slot(void)
     herd__negotiate_destroy(&n);
 }
 
+/* A slot that runs between two checks (partial at one, idle at the next, partial again much
+ * later) starts a fresh stall clock: no check saw it complete, but the round that ran it did. */
+static void test_stall_clock_restarts_when_the_slot_runs(void)
+{
+    herd_negotiator_t n;
+    herd__negotiate_init(&n, 2);
+    UNIT_EQ_INT(make_slot(&n, "w", ar(10, HERD_FLOAT32, HERD_SUM), 0), 0);
+    rank_bits_t b;
+    const int partial[2] = {1, 0};
+    scan(&n, rank_bits(&b, 2, 0, partial), 1000); /* step 1: rank 1 is late at this check */
+    EXPECT_EVENTS(&n, "");
+    round_in_t in;
+    round_reset(&in, 2);
+    bit(&in, 0); /* rank 1 catches up: the slot runs */
+    run(&n, &in);
+    EXPECT_READY(&n, "0");
+    /* Many steps later rank 1 is late at a check again: a new stall, not a 10-minute one. */
+    scan(&n, rank_bits(&b, 2, 0, partial), 1000 + 10 * TIMEOUT_MS);
+    EXPECT_EVENTS(&n, "");
+    scan(&n, rank_bits(&b, 2, 0, partial), 1000 + 10 * TIMEOUT_MS + WARN_MS);
+    EXPECT_EVENTS(&n, "stalled 0 w");
+    herd__negotiate_destroy(&n);
+}
+
 static void test_stall_scan_on_a_pending_name(void)
 {
     herd_negotiator_t n;
@@ -1508,6 +1532,7 @@ int main(void)
         {"duplicate_request_is_malformed", test_duplicate_request_is_malformed},
         {"malformed_blob_drops_only_its_rest", test_malformed_blob_drops_only_its_rest},
         {"stall_scan_on_a_cached_slot", test_stall_scan_on_a_cached_slot},
+        {"stall_clock_restarts_when_the_slot_runs", test_stall_clock_restarts_when_the_slot_runs},
         {"stall_scan_on_a_pending_name", test_stall_scan_on_a_pending_name},
         {"stall_scan_knobs_disable", test_stall_scan_knobs_disable},
         {"stall_message_with_many_ranks", test_stall_message_with_many_ranks},

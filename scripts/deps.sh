@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Installs what herd needs to build and test, when it is missing: a C compiler, CMake, OpenMPI,
 # CUnit, uthash, pkg-config (Debian packages) and numpy + pytest (PyPI) for the Python layer.
+# With HERD_DEPS_CLANG=1 (scripts/test.sh sets it for its fuzz stage) also clang and its
+# sanitizer/libFuzzer runtimes; gcc's ASan, UBSan and TSan runtimes come with gcc.
 # Sourced by scripts/demo.sh and scripts/test.sh; safe to run again.
 set -euo pipefail
 
@@ -14,6 +16,12 @@ command -v pkg-config >/dev/null || missing+=(pkg-config)
 [ -f /usr/include/CUnit/Basic.h ] || missing+=(libcunit1-dev)
 [ -f /usr/include/uthash.h ] || missing+=(uthash-dev)
 command -v python3 >/dev/null || missing+=(python3 python3-pip)
+if [ "${HERD_DEPS_CLANG:-0}" = 1 ]; then
+    command -v clang >/dev/null || missing+=(clang)
+    # -fsanitize=fuzzer needs libclang_rt.fuzzer, which plain `clang` may not pull in.
+    fuzzer_rt=$(clang -print-file-name="libclang_rt.fuzzer-$(uname -m).a" 2>/dev/null || true)
+    [ -f "$fuzzer_rt" ] || missing+=(libclang-rt-dev)
+fi
 
 if [ ${#missing[@]} -gt 0 ]; then
     echo "herd: installing ${missing[*]}"

@@ -11,12 +11,13 @@ build=${HERD_BUILD_DIR:-build}
 
 cmake -S . -B "$build" -DCMAKE_BUILD_TYPE=Release -DHERD_BUILD_TESTS=OFF -DHERD_BUILD_BENCH=OFF >/dev/null
 cmake --build "$build" -j"$(nproc)" >/dev/null
+build=$(cd "$build" && pwd)
 
 echo "== C demo: $ranks ranks, random tensors in random orders, checked exactly"
 mpiexec -n "$ranks" --bind-to none "$build/examples/herd_demo" 200 5
 
 if [ -f examples/python/train.py ]; then
     echo "== Python: data-parallel training, $ranks ranks"
-    HERD_LIBRARY="$PWD/$build/src/libherd.so" PYTHONPATH="$PWD/python" \
+    HERD_LIBRARY="$build/src/libherd.so" PYTHONPATH="$PWD/python" \
         mpiexec -n "$ranks" --bind-to none python3 examples/python/train.py
 fi

@@ -155,18 +155,26 @@ static int submit(herd_runtime_t *rt, const char *name, size_t name_len, herd_re
     return HERD_OK;
 }
 
-int herd_push_pull(const char *name, const void *sendbuf, void *recvbuf, int64_t count,
-                   int dtype, int op, int device, herd_handle_t *handle_out)
+/* The checks every submission starts with; on HERD_OK the caller is inside runtime_enter. */
+static int begin_submit(const char *name, herd_handle_t *handle_out, size_t *name_len,
+                        herd_runtime_t **rt)
 {
     if (handle_out == NULL)
         return herd__status_set(HERD_ERR_INVALID_ARG, "handle_out is NULL");
     *handle_out = 0;
-    size_t name_len = 0;
-    int rc = check_name(name, &name_len);
+    int rc = check_name(name, name_len);
     if (rc != HERD_OK)
         return rc;
-    herd_runtime_t *rt = herd__runtime();
-    rc = herd__runtime_enter(rt);
+    *rt = herd__runtime();
+    return herd__runtime_enter(*rt);
+}
+
+int herd_push_pull(const char *name, const void *sendbuf, void *recvbuf, int64_t count,
+                   int dtype, int op, int device, herd_handle_t *handle_out)
+{
+    size_t name_len = 0;
+    herd_runtime_t *rt = NULL;
+    int rc = begin_submit(name, handle_out, &name_len, &rt);
     if (rc != HERD_OK)
         return rc;
     rc = check_count_dtype(name, count, dtype);
@@ -193,15 +201,9 @@ int herd_push_pull(const char *name, const void *sendbuf, void *recvbuf, int64_t
 int herd_broadcast(const char *name, void *buf, int64_t count, int dtype, int root, int device,
                    herd_handle_t *handle_out)
 {
-    if (handle_out == NULL)
-        return herd__status_set(HERD_ERR_INVALID_ARG, "handle_out is NULL");
-    *handle_out = 0;
     size_t name_len = 0;
-    int rc = check_name(name, &name_len);
-    if (rc != HERD_OK)
-        return rc;
-    herd_runtime_t *rt = herd__runtime();
-    rc = herd__runtime_enter(rt);
+    herd_runtime_t *rt = NULL;
+    int rc = begin_submit(name, handle_out, &name_len, &rt);
     if (rc != HERD_OK)
         return rc;
     int size = atomic_load(&rt->size);

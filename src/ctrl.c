@@ -40,7 +40,7 @@ struct herd_ctrl {
     size_t gathered_cap;
 };
 
-static int mpi_failed(int rc, const char *what)
+int herd__ctrl_mpi_failed(int rc, const char *what)
 {
     char text[MPI_MAX_ERROR_STRING];
     int len = 0;
@@ -86,7 +86,7 @@ static int init_mpi(herd_ctrl_t *c)
         if (!initialized) {
             int rc = MPI_Init_thread(NULL, NULL, MPI_THREAD_MULTIPLE, &provided);
             if (rc != MPI_SUCCESS)
-                return mpi_failed(rc, "MPI_Init_thread");
+                return herd__ctrl_mpi_failed(rc, "MPI_Init_thread");
             mpi_is_herds = 1;
         }
         MPI_Query_thread(&provided);
@@ -154,7 +154,7 @@ int herd__ctrl_open(herd_ctrl_t **out)
         goto fail;
     int mrc = MPI_Comm_dup(MPI_COMM_WORLD, &c->comm);
     if (mrc != MPI_SUCCESS) {
-        rc = mpi_failed(mrc, "MPI_Comm_dup");
+        rc = herd__ctrl_mpi_failed(mrc, "MPI_Comm_dup");
         goto fail;
     }
     MPI_Comm_set_errhandler(c->comm, MPI_ERRORS_RETURN);
@@ -163,7 +163,7 @@ int herd__ctrl_open(herd_ctrl_t **out)
     MPI_Comm node;
     mrc = MPI_Comm_split_type(c->comm, MPI_COMM_TYPE_SHARED, c->rank, MPI_INFO_NULL, &node);
     if (mrc != MPI_SUCCESS) {
-        rc = mpi_failed(mrc, "MPI_Comm_split_type");
+        rc = herd__ctrl_mpi_failed(mrc, "MPI_Comm_split_type");
         goto fail;
     }
     MPI_Comm_rank(node, &c->local_rank);
@@ -176,7 +176,7 @@ int herd__ctrl_open(herd_ctrl_t **out)
         mrc = MPI_Irecv(&c->wake_in, 1, MPI_INT64_T, MPI_ANY_SOURCE, WAKE_TAG, c->comm,
                         &c->wake_recv);
         if (mrc != MPI_SUCCESS) {
-            rc = mpi_failed(mrc, "MPI_Irecv");
+            rc = herd__ctrl_mpi_failed(mrc, "MPI_Irecv");
             goto fail;
         }
     }
@@ -216,13 +216,13 @@ const void *herd__ctrl_world(const herd_ctrl_t *c) { return &c->comm; }
 int herd__ctrl_allreduce_band(herd_ctrl_t *c, uint64_t *words, int64_t n)
 {
     int rc = MPI_Allreduce(MPI_IN_PLACE, words, (int)n, MPI_UINT64_T, MPI_BAND, c->comm);
-    return rc == MPI_SUCCESS ? HERD_OK : mpi_failed(rc, "negotiation MPI_Allreduce");
+    return rc == MPI_SUCCESS ? HERD_OK : herd__ctrl_mpi_failed(rc, "negotiation MPI_Allreduce");
 }
 
 int herd__ctrl_bcast(herd_ctrl_t *c, void *buf, size_t bytes, int root)
 {
     int rc = MPI_Bcast(buf, (int)bytes, MPI_BYTE, root, c->comm);
-    return rc == MPI_SUCCESS ? HERD_OK : mpi_failed(rc, "control-plane MPI_Bcast");
+    return rc == MPI_SUCCESS ? HERD_OK : herd__ctrl_mpi_failed(rc, "control-plane MPI_Bcast");
 }
 
 int herd__ctrl_allgather(herd_ctrl_t *c, const char *mine, size_t len, const char *const **blobs,
@@ -233,7 +233,7 @@ int herd__ctrl_allgather(herd_ctrl_t *c, const char *mine, size_t len, const cha
     int mylen = (int)len;
     int rc = MPI_Allgather(&mylen, 1, MPI_INT, c->counts, 1, MPI_INT, c->comm);
     if (rc != MPI_SUCCESS)
-        return mpi_failed(rc, "negotiation MPI_Allgather");
+        return herd__ctrl_mpi_failed(rc, "negotiation MPI_Allgather");
     size_t total = 0;
     for (int r = 0; r < c->size; r++) {
         c->displs[r] = (int)total;
@@ -252,7 +252,7 @@ int herd__ctrl_allgather(herd_ctrl_t *c, const char *mine, size_t len, const cha
     rc = MPI_Allgatherv(mine, mylen, MPI_BYTE, c->gathered, c->counts, c->displs, MPI_BYTE,
                         c->comm);
     if (rc != MPI_SUCCESS)
-        return mpi_failed(rc, "negotiation MPI_Allgatherv");
+        return herd__ctrl_mpi_failed(rc, "negotiation MPI_Allgatherv");
     for (int r = 0; r < c->size; r++) {
         c->blobs[r] = c->gathered + c->displs[r];
         c->lens[r] = (size_t)c->counts[r];
@@ -270,7 +270,7 @@ int herd__ctrl_wake_others(herd_ctrl_t *c, int64_t epoch)
     if (c->sends_pending) {
         int rc = MPI_Waitall(c->size, c->wake_send, MPI_STATUSES_IGNORE);
         if (rc != MPI_SUCCESS)
-            return mpi_failed(rc, "MPI_Waitall on wake messages");
+            return herd__ctrl_mpi_failed(rc, "MPI_Waitall on wake messages");
         c->sends_pending = 0;
     }
     c->wake_out = epoch;
@@ -279,7 +279,7 @@ int herd__ctrl_wake_others(herd_ctrl_t *c, int64_t epoch)
             continue;
         int rc = MPI_Isend(&c->wake_out, 1, MPI_INT64_T, r, WAKE_TAG, c->comm, &c->wake_send[r]);
         if (rc != MPI_SUCCESS)
-            return mpi_failed(rc, "MPI_Isend of a wake message");
+            return herd__ctrl_mpi_failed(rc, "MPI_Isend of a wake message");
         c->sent_to[r]++;
     }
     c->sends_pending = 1;
@@ -295,7 +295,7 @@ int herd__ctrl_wake_poll(herd_ctrl_t *c, int64_t epoch)
         MPI_Status st;
         int rc = MPI_Test(&c->wake_recv, &done, &st);
         if (rc != MPI_SUCCESS)
-            return mpi_failed(rc, "MPI_Test on the wake receive");
+            return herd__ctrl_mpi_failed(rc, "MPI_Test on the wake receive");
         if (!done)
             return 0;
         c->received_from[st.MPI_SOURCE]++;
@@ -303,7 +303,7 @@ int herd__ctrl_wake_poll(herd_ctrl_t *c, int64_t epoch)
         rc = MPI_Irecv(&c->wake_in, 1, MPI_INT64_T, MPI_ANY_SOURCE, WAKE_TAG, c->comm,
                        &c->wake_recv);
         if (rc != MPI_SUCCESS)
-            return mpi_failed(rc, "MPI_Irecv for wake messages");
+            return herd__ctrl_mpi_failed(rc, "MPI_Irecv for wake messages");
         if (asked >= epoch)
             return 1;
     }
@@ -341,5 +341,5 @@ int herd__ctrl_quiesce(herd_ctrl_t *c)
         }
     }
     free(expected);
-    return rc == MPI_SUCCESS ? HERD_OK : mpi_failed(rc, "shutdown of wake messages");
+    return rc == MPI_SUCCESS ? HERD_OK : herd__ctrl_mpi_failed(rc, "shutdown of wake messages");
 }

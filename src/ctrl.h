@@ -29,6 +29,10 @@ void herd__ctrl_release(herd_ctrl_t *c, int finalize);
 /* At process exit: finalises MPI if herd initialised it and no herd_shutdown did. */
 void herd__ctrl_finalize_leftover(void);
 
+/* Records an MPI error code as HERD_ERR_BACKEND with MPI's own text: "<what> failed: <text>".
+ * Shared with backend/mpi.c, the other file that speaks MPI. */
+int herd__ctrl_mpi_failed(int mpi_rc, const char *what);
+
 int herd__ctrl_rank(const herd_ctrl_t *c);
 int herd__ctrl_size(const herd_ctrl_t *c);
 int herd__ctrl_local_rank(const herd_ctrl_t *c);

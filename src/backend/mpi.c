@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "backend/backend.h"
+#include "ctrl.h"
 #include "dtype.h"
 #include "herd.h"
 #include "status.h"
@@ -65,15 +66,6 @@ static MPI_Op mpi_op(const mpi_backend_t *m, int dtype, int op)
     }
 }
 
-static int mpi_failed(int rc, const char *what)
-{
-    char text[MPI_MAX_ERROR_STRING];
-    int len = 0;
-    if (MPI_Error_string(rc, text, &len) != MPI_SUCCESS)
-        snprintf(text, sizeof text, "MPI error %d", rc);
-    return herd__status_set(HERD_ERR_BACKEND, "%s failed: %s", what, text);
-}
-
 /* Elements per piece: chunk_bytes worth, at least one, at most INT_MAX. */
 static int64_t piece_elems(const mpi_backend_t *m, size_t esize)
 {
@@ -97,7 +89,7 @@ static int mpi_allreduce(herd_backend_t *be, const void *send, void *recv, int64
         const void *in = send == recv ? MPI_IN_PLACE : (const char *)send + (size_t)off * esize;
         int rc = MPI_Allreduce(in, out, n, type, mop, m->comm);
         if (rc != MPI_SUCCESS)
-            return mpi_failed(rc, "MPI_Allreduce");
+            return herd__ctrl_mpi_failed(rc, "MPI_Allreduce");
         if (op == HERD_AVERAGE)
             herd__dtype_divide(dtype, out, (size_t)n, m->size);
     }
@@ -113,7 +105,7 @@ static int mpi_broadcast(herd_backend_t *be, void *buf, int64_t count, int dtype
         int n = (int)(bytes - off < step ? bytes - off : step);
         int rc = MPI_Bcast((char *)buf + off, n, MPI_BYTE, root, m->comm);
         if (rc != MPI_SUCCESS)
-            return mpi_failed(rc, "MPI_Bcast");
+            return herd__ctrl_mpi_failed(rc, "MPI_Bcast");
     }
     return HERD_OK;
 }
@@ -178,7 +170,7 @@ int herd__backend_mpi_create(herd_backend_t **out, const void *world, int64_t ch
     if (rc != MPI_SUCCESS) {
         m->comm = MPI_COMM_NULL;
         mpi_destroy(&m->base);
-        return mpi_failed(rc, "MPI_Comm_dup for the data plane");
+        return herd__ctrl_mpi_failed(rc, "MPI_Comm_dup for the data plane");
     }
     MPI_Comm_set_errhandler(m->comm, MPI_ERRORS_RETURN);
     MPI_Comm_size(m->comm, &m->size);
@@ -190,7 +182,7 @@ int herd__backend_mpi_create(herd_backend_t **out, const void *world, int64_t ch
             rc = MPI_Op_create(fns[h][op], 1, &m->half_ops[h][op]);
             if (rc != MPI_SUCCESS) {
                 mpi_destroy(&m->base);
-                return mpi_failed(rc, "MPI_Op_create");
+                return herd__ctrl_mpi_failed(rc, "MPI_Op_create");
             }
         }
     }

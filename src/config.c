@@ -72,7 +72,8 @@ static int read_seconds(herd_env_lookup_fn lookup, const char *var, int64_t *ms_
 
 static int parse_int64(const char *text, int64_t *out, const char **rest)
 {
-    if (text[0] == '\0' || text[0] == '-' || text[0] == '+' || text[0] == ' ')
+    /* A digit first: strtoll alone would skip any white space and take a sign. */
+    if (text[0] < '0' || text[0] > '9')
         return -1;
     errno = 0;
     char *end = NULL;

@@ -82,6 +82,9 @@ int herd__wire_decode(const char *buf, size_t len, size_t *offset, herd_wire_req
     if (len16 == 0 || len16 > HERD_MAX_NAME_LEN ||
         len - *offset - HERD_WIRE_HEADER_BYTES < (size_t)len16)
         return -1;
+    /* Names come from C strings: a NUL inside one is a corrupt record. */
+    if (memchr(p + HERD_WIRE_HEADER_BYTES, '\0', len16) != NULL)
+        return -1;
     if (zero[0] || zero[1] || zero[2] || kind >= HERD_NUM_KINDS || !herd__dtype_valid(dtype) ||
         !herd__op_valid(op) || r.attrs.count < 0 || r.evict_slot < -1 || r.priority < 0 ||
         r.attrs.device < HERD_DEVICE_CPU)

@@ -435,6 +435,19 @@ static void test_wire_decode_rejects_malformed(void)
 /* Random bytes and randomly damaged records, each in an exact-size heap block: decoding must
  * terminate, never read outside the block (ASan), and only return records that pass every
  * check. */
+static void test_wire_decode_rejects_nul_in_name(void)
+{
+    blob_t b = {0};
+    encode(&b, "abc", ar(1, HERD_INT32, HERD_SUM), 0, -1);
+    size_t off = 0;
+    herd_wire_request_t r;
+    UNIT_EQ_INT(herd__wire_decode(b.buf, b.len, &off, &r), 1);
+    b.buf[HERD_WIRE_HEADER_BYTES + 1] = '\0'; /* "a\0c" */
+    off = 0;
+    UNIT_EQ_INT(herd__wire_decode(b.buf, b.len, &off, &r), -1);
+    UNIT_EQ_INT(off, 0);
+}
+
 static void test_wire_decode_fuzz(void)
 {
     unit_rng_t rng = {UINT64_C(0x1234567887654321)};
@@ -1514,6 +1527,7 @@ int main(void)
         {"wire_round_trip", test_wire_round_trip},
         {"wire_encode_refuses", test_wire_encode_refuses},
         {"wire_decode_rejects_malformed", test_wire_decode_rejects_malformed},
+        {"wire_decode_rejects_nul_in_name", test_wire_decode_rejects_nul_in_name},
         {"wire_decode_fuzz", test_wire_decode_fuzz},
         {"attrs_describe", test_attrs_describe},
         {"attrs_agree", test_attrs_agree},

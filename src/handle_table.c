@@ -1,7 +1,9 @@
-/* handle_table.c - see handle_table.h. The wait protocol: a waiter registers in `waiters` before
- * it reads the status (both under the lock), and the completer publishes the status before it
- * reads `waiters`; so either the waiter sees the status, or the completer sees the waiter and
- * broadcasts under the lock. No wake is lost and an idle completion costs no syscall. */
+/* handle_table.c - see handle_table.h. The wait protocol: a waiter registers in its slot's
+ * `waiting` before it reads the status (both under the lock), and the completer publishes the
+ * status before it reads `waiting`; so either the waiter sees the status, or the completer sees
+ * the waiter and the next notify broadcasts under the lock. No wake is lost, a completion nobody
+ * waits for costs no syscall, and a waiter is not woken by other slots' completions unless they
+ * share a batch with one that has a waiter. */
 #include "handle_table.h"
 
 #include <stdlib.h>
@@ -24,11 +26,12 @@ int herd__handles_init(herd_handle_table_t *t, uint32_t capacity)
         atomic_init(&t->slots[i].generation, 1);
         atomic_init(&t->slots[i].in_use, 0);
         atomic_init(&t->slots[i].status, HERD_OK);
+        atomic_init(&t->slots[i].waiting, 0);
         t->slots[i].next_free = i + 1 < capacity ? i + 1 : HERD_NO_INDEX;
     }
     herd__mutex_init(&t->lock);
     herd__cond_init_monotonic(&t->done);
-    atomic_init(&t->waiters, 0);
+    atomic_init(&t->wake_needed, 0);
     t->free_head = 0;
     t->capacity = capacity;
     return HERD_OK;
@@ -102,11 +105,13 @@ void herd__handles_complete(herd_handle_table_t *t, uint32_t index, int status,
     if (message != NULL && message[0] != '\0')
         s->message = strdup(message); /* error path only; NULL on failure is tolerated */
     atomic_store(&s->status, status);
+    if (atomic_load(&s->waiting) > 0)
+        atomic_store(&t->wake_needed, 1);
 }
 
 void herd__handles_notify(herd_handle_table_t *t)
 {
-    if (atomic_load(&t->waiters) == 0)
+    if (!atomic_load(&t->wake_needed) || !atomic_exchange(&t->wake_needed, 0))
         return;
     herd__mutex_lock(&t->lock);
     herd__cond_broadcast(&t->done);
@@ -173,7 +178,7 @@ int herd__handles_wait(herd_handle_table_t *t, herd_handle_t handle, int64_t tim
         herd__mutex_unlock(&t->lock);
         return not_found(handle);
     }
-    atomic_fetch_add(&t->waiters, 1);
+    atomic_fetch_add(&s->waiting, 1);
     int timed_out = 0;
     while (atomic_load(&s->status) == HERD_INPROGRESS && !timed_out) {
         if (deadline == INT64_MAX)
@@ -182,12 +187,12 @@ int herd__handles_wait(herd_handle_table_t *t, herd_handle_t handle, int64_t tim
             timed_out = herd__cond_wait_until(&t->done, &t->lock, deadline);
         /* Another thread may have waited on the same handle and released it meanwhile. */
         if (lookup(t, handle, &index) != s) {
-            atomic_fetch_sub(&t->waiters, 1);
+            atomic_fetch_sub(&s->waiting, 1);
             herd__mutex_unlock(&t->lock);
             return not_found(handle);
         }
     }
-    atomic_fetch_sub(&t->waiters, 1);
+    atomic_fetch_sub(&s->waiting, 1);
     int status = atomic_load(&s->status);
     if (status == HERD_INPROGRESS) {
         herd__mutex_unlock(&t->lock);

@@ -22,6 +22,7 @@ typedef struct herd_slot {
     atomic_uint_fast64_t generation; /* advanced on release; readable without the lock */
     atomic_int in_use;               /* 1 from alloc to release */
     atomic_int status;               /* HERD_INPROGRESS until the coordinator completes it */
+    atomic_int waiting;              /* threads waiting on this slot in herd__handles_wait */
     char *message;                   /* error text, set before status; freed at release */
     uint32_t next_free;              /* guarded by table lock */
     int coordinator_owned;           /* under progress lock: taken from the queue, unfinished */
@@ -31,7 +32,7 @@ typedef struct herd_slot {
 typedef struct herd_handle_table {
     pthread_mutex_t lock;
     pthread_cond_t done; /* broadcast when a slot completes and someone waits */
-    atomic_int waiters;  /* threads inside herd__handles_wait */
+    atomic_int wake_needed; /* a completed slot has a waiter: the next notify broadcasts */
     uint32_t free_head;  /* guarded by lock */
     uint32_t capacity;
     herd_slot_t *slots;

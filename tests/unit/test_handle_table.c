@@ -294,7 +294,7 @@ static void test_wait_timeout_keeps_the_handle(void)
     snprintf(want, sizeof want, "handle %lld did not complete within 50 ms; it stays valid",
              (long long)h);
     UNIT_EQ_STR(herd_last_error(), want);
-    UNIT_EQ_INT(atomic_load(&t.waiters), 0);
+    UNIT_EQ_INT(atomic_load(&t.wake_needed), 0);
     UNIT_EQ_INT(herd__handles_in_use(&t), 1);
     UNIT_EQ_INT(herd__handles_poll(&t, h), HERD_INPROGRESS);
 
@@ -595,7 +595,7 @@ static void test_many_threads_no_lost_wakeups(void)
     UNIT_EQ_INT(c.abort, 0);
     UNIT_EQ_INT(c.fifo_tail, MT_WORKERS * MT_OPS);
     UNIT_EQ_INT(herd__handles_in_use(&c.table), 0);
-    UNIT_EQ_INT(atomic_load(&c.table.waiters), 0);
+    UNIT_EQ_INT(atomic_load(&c.table.wake_needed), 0);
     if (elapsed > 20000)
         UNIT_FAIL("%d operations took %" PRId64 " ms", MT_WORKERS * MT_OPS, elapsed);
     pthread_cond_destroy(&c.cond);
@@ -660,7 +660,7 @@ static int two_waiters(int complete_first, int delay_ms)
     UNIT_EQ_INT(losers, 1);
     unsigned in_use = herd__handles_in_use(&t);
     UNIT_EQ_INT(in_use, 0);
-    UNIT_EQ_INT(atomic_load(&t.waiters), 0);
+    UNIT_EQ_INT(atomic_load(&t.wake_needed), 0);
     herd__handles_destroy(&t);
     return winners == 1 && losers == 1 && others == 0 && in_use == 0 && elapsed <= 2000;
 }

@@ -324,6 +324,10 @@ int herd_handle_stream_wait(herd_handle_t handle, void *stream)
         if (status < 0)
             return status;
         uint32_t index = herd__handles_index(handle);
+        if (herd__handles_request(&rt->handles, index)->device < 0)
+            return herd__status_set(HERD_ERR_INVALID_ARG,
+                                    "handle %lld is a host operation: there is no GPU work for a "
+                                    "stream to wait on", (long long)handle);
         rc = herd__gpu_stream_wait(index, stream);
         if (rc != HERD_INPROGRESS)
             return rc;

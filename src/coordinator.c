@@ -334,8 +334,13 @@ static void run_group(herd_coordinator_t *c, const herd_fusion_group_t *g)
         status = run_collective(c, be, g);
     if (status == HERD_OK && be->after_group != NULL)
         status = be->after_group(be, c->group_ops, g->count);
-    if (status == HERD_OK)
-        status = be->finish(be);
+    if (be != NULL) {
+        /* Even after a failure: the device may still use the caller's buffers until the queued
+         * work drains, and the handles must not complete before that. */
+        int finished = be->finish(be);
+        if (status == HERD_OK)
+            status = finished;
+    }
     if (c->d.timeline != NULL)
         trace_group(c, g, start);
     char message[HERD_ERRMSG_MAX];

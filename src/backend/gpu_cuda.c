@@ -37,6 +37,10 @@ typedef struct op_events {
 static op_events_t *events;
 static uint32_t events_capacity;
 static atomic_int device_count = -1; /* visible CUDA devices, probed once */
+/* A GPU op was submitted: from then on host submissions are checked for device pointers too.
+ * Before, asking CUDA about a pointer would create a CUDA context (hundreds of MB) in every
+ * CPU-only process. */
+static atomic_int gpu_seen;
 
 int herd__gpu_init(uint32_t capacity)
 {
@@ -83,7 +87,7 @@ int herd__gpu_check_buffer(const char *name, const char *what, const void *buf, 
         return herd__status_set(HERD_ERR_INVALID_ARG,
                                 "tensor '%s': device %d does not exist (%d visible)", name,
                                 device, ndev);
-    if (ndev == 0 || buf == NULL)
+    if (ndev == 0 || buf == NULL || (device == HERD_DEVICE_CPU && !atomic_load(&gpu_seen)))
         return HERD_OK;
     struct cudaPointerAttributes attr;
     cudaError_t err = cudaPointerGetAttributes(&attr, buf);
@@ -126,16 +130,23 @@ int herd__gpu_record_ready(uint32_t index, int device, void *stream)
 {
     if (events == NULL || index >= events_capacity)
         return herd__status_set(HERD_ERR_INTERNAL, "GPU event table not ready");
+    /* The event must belong to the tensor's device; the caller's current device is theirs,
+     * so it is put back. */
+    int previous = 0;
+    cudaGetDevice(&previous);
     cudaError_t err = cudaSetDevice(device);
     if (err != cudaSuccess)
         return cuda_failed(err, "cudaSetDevice");
+    atomic_store(&gpu_seen, 1);
     int rc = ensure_events(index);
-    if (rc != HERD_OK)
-        return rc;
-    atomic_store(&events[index].issued, 0);
-    err = cudaEventRecord(events[index].ready, (cudaStream_t)stream);
-    return err == cudaSuccess ? HERD_OK : cuda_failed(err, "cudaEventRecord on the producer "
-                                                           "stream");
+    if (rc == HERD_OK) {
+        atomic_store(&events[index].issued, 0);
+        err = cudaEventRecord(events[index].ready, (cudaStream_t)stream);
+        rc = err == cudaSuccess ? HERD_OK
+                                : cuda_failed(err, "cudaEventRecord on the producer stream");
+    }
+    cudaSetDevice(previous);
+    return rc;
 }
 
 int herd__gpu_stream_wait(uint32_t index, void *stream)
@@ -160,6 +171,7 @@ typedef struct gpu_backend {
     void *pinned;         /* staging */
     size_t pinned_cap;
     int size;
+    cudaError_t copy_error; /* first failed cudaMemcpyAsync since the last finish */
 #ifdef HERD_HAVE_NCCL
     ncclComm_t comm; /* NULL: staging through MPI */
 #endif
@@ -277,8 +289,10 @@ static int gpu_broadcast(herd_backend_t *be, void *buf, int64_t count, int dtype
 static void gpu_copy(void *be, void *dst, const void *src, size_t n)
 {
     gpu_backend_t *g = be;
-    /* Errors surface at the stream synchronization in gpu_finish. */
-    cudaMemcpyAsync(dst, src, n, cudaMemcpyDeviceToDevice, g->stream);
+    /* The copy function cannot fail the group itself: its error is kept for gpu_finish. */
+    cudaError_t err = cudaMemcpyAsync(dst, src, n, cudaMemcpyDeviceToDevice, g->stream);
+    if (err != cudaSuccess && g->copy_error == cudaSuccess)
+        g->copy_error = err;
 }
 
 static int gpu_fusion_buffer(herd_backend_t *be, size_t bytes, void **out)
@@ -303,6 +317,11 @@ static int gpu_fusion_buffer(herd_backend_t *be, size_t bytes, void **out)
 static int gpu_before_group(herd_backend_t *be, const uint32_t *ops, int64_t n)
 {
     gpu_backend_t *g = (gpu_backend_t *)be;
+    /* Rounds also run on application threads that drive their own waits: make herd's device
+     * current before any allocation or copy of this group. */
+    cudaError_t set = cudaSetDevice(g->device);
+    if (set != cudaSuccess)
+        return cuda_failed(set, "cudaSetDevice");
     for (int64_t i = 0; i < n; i++) {
         cudaError_t err = cudaStreamWaitEvent(g->stream, events[ops[i]].ready, 0);
         if (err != cudaSuccess)
@@ -327,6 +346,10 @@ static int gpu_finish(herd_backend_t *be)
 {
     gpu_backend_t *g = (gpu_backend_t *)be;
     cudaError_t err = cudaStreamSynchronize(g->stream);
+    cudaError_t copy = g->copy_error;
+    g->copy_error = cudaSuccess;
+    if (err == cudaSuccess && copy != cudaSuccess)
+        return cuda_failed(copy, "cudaMemcpyAsync packing a fused group");
     return err == cudaSuccess ? HERD_OK : cuda_failed(err, "GPU collective");
 }
 
@@ -403,10 +426,20 @@ int herd__gpu_backend_create(herd_backend_t **out, herd_ctrl_t *ctrl, const herd
         ncclResult_t r = (ncclResult_t)boot.result;
         if (r == ncclSuccess && crc == HERD_OK)
             r = ncclCommInitRank(&g->comm, g->size, boot.id, herd__ctrl_rank(ctrl));
-        if (crc != HERD_OK || r != ncclSuccess) {
+        /* All or none: a rank without a communicator must not leave the others in NCCL. */
+        uint64_t all = r == ncclSuccess && crc == HERD_OK;
+        if (crc == HERD_OK)
+            crc = herd__ctrl_allreduce_band(ctrl, &all, 1);
+        if (crc != HERD_OK || !all) {
+            if (r == ncclSuccess && g->comm != NULL)
+                ncclCommDestroy(g->comm);
             g->comm = NULL;
             gpu_destroy(&g->base);
-            return crc != HERD_OK ? crc : nccl_failed(r, "ncclCommInitRank");
+            if (crc != HERD_OK)
+                return crc;
+            return r != ncclSuccess ? nccl_failed(r, "ncclCommInitRank")
+                                    : herd__status_set(HERD_ERR_BACKEND,
+                                                       "ncclCommInitRank failed on another rank");
         }
     }
 #else

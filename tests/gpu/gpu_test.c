@@ -125,33 +125,6 @@ int gt_probe(const char *what)
     }
 }
 
-/* Runs the CUnit suite on this rank; returns the local failure count. */
-static long run_suite(const char *suite_name, const mt_test_t *tests, size_t ntests)
-{
-    if (CU_initialize_registry() != CUE_SUCCESS) {
-        fprintf(stderr, "[rank %d] CU_initialize_registry: %s\n", mt_rank, CU_get_error_msg());
-        return 1;
-    }
-    long failures = 0;
-    CU_pSuite suite = CU_add_suite(suite_name, NULL, NULL);
-    if (suite == NULL)
-        failures++;
-    for (size_t i = 0; suite != NULL && i < ntests; i++)
-        if (CU_add_test(suite, tests[i].name, tests[i].fn) == NULL)
-            failures++;
-    if (failures == 0) {
-        CU_basic_set_mode(CU_BRM_VERBOSE);
-        CU_ErrorCode rc = mt_rank == 0 ? CU_basic_run_tests() : CU_run_all_tests();
-        if (rc != CUE_SUCCESS)
-            failures++;
-        failures += (long)CU_get_number_of_failures();
-    } else {
-        fprintf(stderr, "[rank %d] cannot register the suite: %s\n", mt_rank,
-                CU_get_error_msg());
-    }
-    CU_cleanup_registry();
-    return failures;
-}
 
 int gt_main(int argc, char **argv, const char *suite, const mt_test_t *tests, size_t ntests)
 {
@@ -184,7 +157,7 @@ int gt_main(int argc, char **argv, const char *suite, const mt_test_t *tests, si
         return 1;
     }
     double start = gt_now_ms();
-    long local = run_suite(suite, tests, ntests);
+    long local = mt_run_suite(suite, tests, ntests);
     /* A test may have shut herd down and started it again; shut down is idempotent. */
     rc = herd_shutdown();
     if (rc != HERD_OK) {

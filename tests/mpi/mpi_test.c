@@ -450,7 +450,7 @@ static double now_s(void)
 }
 
 /* Runs the CUnit suite on this rank; returns the local failure count. */
-static long run_suite(const char *suite_name, const mt_test_t *tests, size_t ntests)
+long mt_run_suite(const char *suite_name, const mt_test_t *tests, size_t ntests)
 {
     if (CU_initialize_registry() != CUE_SUCCESS) {
         fprintf(stderr, "[rank %d] CU_initialize_registry: %s\n", mt_rank, CU_get_error_msg());
@@ -505,7 +505,7 @@ static int run_without_mpi(const char *suite, const mt_test_t *tests, size_t nte
     const char *env_size = getenv("OMPI_COMM_WORLD_SIZE");
     mt_size = env_size != NULL ? atoi(env_size) : 1;
     double start = now_s();
-    long local = run_suite(suite, tests, ntests);
+    long local = mt_run_suite(suite, tests, ntests);
     int initialized = 0, finalized = 0;
     MPI_Initialized(&initialized);
     MPI_Finalized(&finalized);
@@ -555,7 +555,7 @@ int mt_main(int argc, char **argv, const char *suite, const mt_test_t *tests, si
     MPI_Comm_size(MPI_COMM_WORLD, &mt_size);
 
     double start = now_s();
-    long local = run_suite(suite, tests, ntests);
+    long local = mt_run_suite(suite, tests, ntests);
     if (mode == MT_HERD_OWNS_MPI) {
         /* MPI belongs to herd here: sum while it is still up, then check herd closes it. */
         long global = sum_failures(suite, local, now_s() - start);

@@ -116,4 +116,8 @@ int64_t mt_verify_broadcast(int dtype, int root, uint64_t salt, const void *buf,
 void *mt_alloc(size_t bytes);
 size_t mt_dtype_size(int dtype);
 
+/* Runs one CUnit suite on this rank (rank 0 prints the report) and returns this rank's failure
+ * count, for harnesses that add their own set-up around it (tests/gpu). */
+long mt_run_suite(const char *suite_name, const mt_test_t *tests, size_t ntests);
+
 #endif /* HERD_MPI_TEST_H */

@@ -131,16 +131,8 @@ int gt_main(int argc, char **argv, const char *suite, const mt_test_t *tests, si
     mt_argc = argc - 1;
     mt_argv = argv + 1;
     setvbuf(stderr, NULL, _IONBF, 0);
-    int provided = 0;
-    if (MPI_Init_thread(&argc, &argv, MPI_THREAD_MULTIPLE, &provided) != MPI_SUCCESS) {
-        fprintf(stderr, "MPI_Init_thread failed\n");
+    if (mt_mpi_init(&argc, &argv) != 0)
         return 1;
-    }
-    if (provided < MPI_THREAD_MULTIPLE) {
-        fprintf(stderr, "this MPI does not provide MPI_THREAD_MULTIPLE\n");
-        MPI_Finalize();
-        return 1;
-    }
     int rc = gt_probe(suite);
     if (rc != 0) {
         MPI_Finalize();

@@ -449,6 +449,21 @@ static double now_s(void)
     return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
 }
 
+int mt_mpi_init(int *argc, char ***argv)
+{
+    int provided = 0;
+    if (MPI_Init_thread(argc, argv, MPI_THREAD_MULTIPLE, &provided) != MPI_SUCCESS) {
+        fprintf(stderr, "MPI_Init_thread failed\n");
+        return 1;
+    }
+    if (provided < MPI_THREAD_MULTIPLE) {
+        fprintf(stderr, "this MPI does not provide MPI_THREAD_MULTIPLE\n");
+        MPI_Finalize();
+        return 1;
+    }
+    return 0;
+}
+
 /* Runs the CUnit suite on this rank; returns the local failure count. */
 long mt_run_suite(const char *suite_name, const mt_test_t *tests, size_t ntests)
 {
@@ -530,18 +545,8 @@ int mt_main(int argc, char **argv, const char *suite, const mt_test_t *tests, si
     setvbuf(stderr, NULL, _IONBF, 0);
     if (mode == MT_NOTHING)
         return run_without_mpi(suite, tests, ntests);
-    if (mode != MT_HERD_OWNS_MPI) {
-        int provided = 0;
-        if (MPI_Init_thread(&argc, &argv, MPI_THREAD_MULTIPLE, &provided) != MPI_SUCCESS) {
-            fprintf(stderr, "MPI_Init_thread failed\n");
-            return 1;
-        }
-        if (provided < MPI_THREAD_MULTIPLE) {
-            fprintf(stderr, "this MPI does not provide MPI_THREAD_MULTIPLE\n");
-            MPI_Finalize();
-            return 1;
-        }
-    }
+    if (mode != MT_HERD_OWNS_MPI && mt_mpi_init(&argc, &argv) != 0)
+        return 1;
     if (mode != MT_USER_MPI_NO_INIT) {
         int rc = herd_init();
         if (rc != HERD_OK) {

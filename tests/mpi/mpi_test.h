@@ -120,4 +120,8 @@ size_t mt_dtype_size(int dtype);
  * count, for harnesses that add their own set-up around it (tests/gpu). */
 long mt_run_suite(const char *suite_name, const mt_test_t *tests, size_t ntests);
 
+/* MPI_Init_thread with MPI_THREAD_MULTIPLE, as the test programs that own MPI need it; 0 or 1
+ * (MPI already finalized again on a too-low thread level). */
+int mt_mpi_init(int *argc, char ***argv);
+
 #endif /* HERD_MPI_TEST_H */

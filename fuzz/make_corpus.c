@@ -68,6 +68,7 @@ static herd_wire_request_t request(const char *name, int kind, int dtype, int op
     r.attrs.root = root;
     r.attrs.device = HERD_DEVICE_CPU;
     r.attrs.count = count;
+    r.attrs.row = 1;
     r.priority = priority;
     r.evict_slot = evict;
     r.name = name;

@@ -93,7 +93,7 @@ from .errors import (
     strerror,
 )
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 #: The path of the loaded libherd.
 library_path = _capi.path

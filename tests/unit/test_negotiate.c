@@ -31,6 +31,7 @@ typedef struct round_in {
 static herd_attrs_t ar(int64_t count, int dtype, int op)
 {
     return (herd_attrs_t){.count = count,
+                          .row = 1,
                           .kind = HERD_KIND_ALLREDUCE,
                           .dtype = dtype,
                           .op = op,
@@ -41,6 +42,7 @@ static herd_attrs_t ar(int64_t count, int dtype, int op)
 static herd_attrs_t bc(int64_t count, int dtype, int root)
 {
     return (herd_attrs_t){.count = count,
+                          .row = 1,
                           .kind = HERD_KIND_BROADCAST,
                           .dtype = dtype,
                           .op = HERD_SUM,
@@ -337,7 +339,10 @@ static void test_wire_decode_rejects_malformed(void)
         {"name_len 256", 0, 2, 256, 0},
         {"name_len 255", 0, 2, 255, 1},
         {"name_len 65535", 0, 2, 65535, 0},
-        {"kind 2", 2, 1, 2, 0},
+        {"kind 9", 2, 1, 9, 0},
+        {"row 0", 40, 8, 0, 0},
+        {"row 2 on an allreduce", 40, 8, 2, 0},
+        {"row -1", 40, 8, -1, 0},
         {"kind 255", 2, 1, 255, 0},
         {"dtype 8", 3, 1, 8, 0},
         {"dtype 255", 3, 1, 255, 0},
@@ -491,10 +496,10 @@ static void test_wire_decode_fuzz(void)
                      out.name >= p && out.name + out.name_len == p + off && out.attrs.count >= 0 &&
                      herd__dtype_valid(out.attrs.dtype) && herd__op_valid(out.attrs.op) &&
                      out.priority >= 0 && out.evict_slot >= -1 &&
-                     out.attrs.device >= HERD_DEVICE_CPU &&
-                     (out.attrs.kind == HERD_KIND_ALLREDUCE   ? out.attrs.root == -1
-                      : out.attrs.kind == HERD_KIND_BROADCAST ? out.attrs.root >= 0
-                                                              : 0);
+                     out.attrs.device >= HERD_DEVICE_CPU && herd__kind_valid(out.attrs.kind) &&
+                     (herd__kind(out.attrs.kind)->has_root ? out.attrs.root >= 0
+                                                           : out.attrs.root == -1) &&
+                     out.attrs.row >= 1 && out.attrs.count % out.attrs.row == 0;
             if (!ok)
                 bad_records++;
         }
@@ -511,6 +516,7 @@ static void test_attrs_describe(void)
 {
     char out[160];
     herd__attrs_describe(&(herd_attrs_t){.count = 10,
+                                         .row = 1,
                                          .kind = HERD_KIND_ALLREDUCE,
                                          .dtype = HERD_FLOAT32,
                                          .op = HERD_SUM,
@@ -1222,7 +1228,7 @@ static void test_stall_scan_on_a_cached_slot(void)
     scan(&n, bits, 1000 + WARN_MS);
     EXPECT_EVENTS(&n, "stalled 0 w");
     if (n.nevents == 1) {
-        UNIT_EQ_INT(n.events[0].status, HERD_ERR_TIMEOUT);
+        UNIT_EQ_INT(n.events[0].status, HERD_ERR_STALLED);
         UNIT_EQ_STR(n.events[0].message, "tensor 'w' is stalled: submitted 60.0 s ago by rank(s) "
                                          "0, 2, never by rank(s) 1");
     }
@@ -1309,9 +1315,9 @@ static void test_stall_scan_on_a_pending_name(void)
     scan(&n, bits, TIMEOUT_MS - 1);
     EXPECT_EVENTS(&n, "");
     scan(&n, bits, TIMEOUT_MS);
-    EXPECT_EVENTS(&n, "error -8 p");
+    EXPECT_EVENTS(&n, "error -11 p");
     if (n.nevents == 1) {
-        UNIT_EQ_INT(n.events[0].status, HERD_ERR_TIMEOUT);
+        UNIT_EQ_INT(n.events[0].status, HERD_ERR_STALLED);
         UNIT_EQ_INT(n.events[0].slot, -1);
         UNIT_EQ_STR(n.events[0].message,
                     "tensor 'p' timed out (HERD_STALL_TIMEOUT_SECONDS): submitted 300.0 s ago by "
@@ -1347,7 +1353,7 @@ static void test_stall_scan_knobs_disable(void)
     }
     /* Warnings off, timeout on (the clocks started at t = 0 above). */
     UNIT_EQ_INT(herd__negotiate_stall_scan(&n, bits, 1, INT64_C(1000000000) + 1, 0, 1000), 0);
-    EXPECT_EVENTS(&n, "expired 0 w; error -8 p");
+    EXPECT_EVENTS(&n, "expired 0 w; error -11 p");
     herd__negotiate_destroy(&n);
 
     /* A timeout shorter than the warning: the timeout wins, no warning first. */

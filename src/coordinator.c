@@ -639,8 +639,10 @@ static int run_reducescatter(herd_coordinator_t *c, herd_backend_t *be,
             int64_t first_el = herd__rs_first_row(rows, c->size, rank) * r->row;
             int64_t n = herd__rs_rows(rows, c->size, rank) * r->row;
             const char *src = (const char *)r->sendbuf + (size_t)first_el * esize;
-            if (n > 0)
+            if (n > 0 && r->prescale != 1.0)
                 herd__dtype_scale_copy(first->dtype, packed + off, src, (size_t)n, r->prescale);
+            else if (n > 0)
+                memcpy(packed + off, src, (size_t)n * esize);
             off += (size_t)n * esize;
         }
     }

@@ -4,6 +4,7 @@
  * result against the exact expectation; inputs must come back unchanged. Registered with a small
  * fusion threshold so that both fused groups and tensors alone are exercised. */
 #include <mpi.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -793,6 +794,66 @@ static void test_broadcast_from_a_joined_root_fails_everywhere(void)
     MT_CHECK(last >= 1);
 }
 
+/* ---- threads ----------------------------------------------------------------------------- */
+
+typedef struct worker_arg {
+    int id;
+} worker_arg_t;
+
+/* Each thread submits its own groups (groups are per thread) of an allreduce, an allgather
+ * and a reduce-scatter, and checks every result. */
+static void *group_worker(void *p)
+{
+    const worker_arg_t *w = p;
+    for (int step = 0; step < 20; step++) {
+        char ar_name[48], ag_name[48], rs_name[48];
+        snprintf(ar_name, sizeof ar_name, "thr%d.ar", w->id);
+        snprintf(ag_name, sizeof ag_name, "thr%d.ag", w->id);
+        snprintf(rs_name, sizeof rs_name, "thr%d.rs", w->id);
+        int64_t ar[8], ag[2], ag_out[2 * MAXN], rs[2 * MAXN], rs_out[2];
+        for (int i = 0; i < 8; i++)
+            ar[i] = mt_rank + w->id * 100 + step + i;
+        ag[0] = mt_rank;
+        ag[1] = step * 10 + w->id;
+        for (int i = 0; i < 2 * mt_size; i++)
+            rs[i] = i + mt_rank;
+        herd_handle_t h[3];
+        MT_TCHECK(herd_group_start() == HERD_OK);
+        MT_TCHECK(herd_push_pull(ar_name, ar, ar, 8, HERD_INT64, HERD_SUM, HERD_DEVICE_CPU,
+                                 &h[0]) == HERD_OK);
+        MT_TCHECK(herd_allgather(ag_name, ag, ag_out, 2, HERD_INT64, HERD_DEVICE_CPU, &h[1]) ==
+                  HERD_OK);
+        MT_TCHECK(herd_reducescatter(rs_name, rs, rs_out, 2, HERD_INT64, HERD_SUM,
+                                     HERD_DEVICE_CPU, &h[2]) == HERD_OK);
+        MT_TCHECK(herd_group_end() == HERD_OK);
+        for (int k = 0; k < 3; k++)
+            MT_TCHECK(herd_wait_handle(h[k], -1) == HERD_OK);
+        int64_t ranks_sum = (int64_t)mt_size * (mt_size - 1) / 2;
+        for (int i = 0; i < 8; i++)
+            MT_TCHECK(ar[i] == ranks_sum + (int64_t)mt_size * (w->id * 100 + step + i));
+        for (int r = 0; r < mt_size; r++)
+            MT_TCHECK(ag_out[2 * r] == r && ag_out[2 * r + 1] == step * 10 + w->id);
+        for (int i = 0; i < 2; i++)
+            MT_TCHECK(rs_out[i] == (int64_t)mt_size * (2 * mt_rank + i) + ranks_sum);
+    }
+    return NULL;
+}
+
+static void test_groups_from_several_threads(void)
+{
+    enum { NT = 3 };
+    pthread_t t[NT];
+    worker_arg_t args[NT];
+    long before = mt_thread_failures();
+    for (int i = 0; i < NT; i++) {
+        args[i].id = i;
+        MT_CHECK(pthread_create(&t[i], NULL, group_worker, &args[i]) == 0);
+    }
+    for (int i = 0; i < NT; i++)
+        pthread_join(t[i], NULL);
+    MT_CHECK(mt_thread_failures() == before);
+}
+
 int main(int argc, char **argv)
 {
     static const mt_test_t tests[] = {
@@ -809,6 +870,7 @@ int main(int argc, char **argv)
         {"join_with_uneven_steps", test_join_with_uneven_steps},
         {"broadcast_from_a_joined_root_fails_everywhere",
          test_broadcast_from_a_joined_root_fails_everywhere},
+        {"groups_from_several_threads", test_groups_from_several_threads},
     };
     return mt_main(argc, argv, "collectives", tests, sizeof tests / sizeof tests[0],
                    MT_USER_MPI);

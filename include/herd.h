@@ -48,7 +48,7 @@ typedef int64_t herd_handle_t;
 /* Status codes. Values are pinned forever. */
 enum {
     HERD_OK = 0,
-    HERD_INPROGRESS = 1,         /* only from herd_poll_handle */
+    HERD_INPROGRESS = 1,         /* only from herd_poll_handle and herd_progress_handle */
     HERD_ERR_INVALID_ARG = -1,   /* a bad argument: NULL, negative count, unknown dtype/op... */
     HERD_ERR_INVALID_USAGE = -2, /* the right call at the wrong time: before init, duplicate... */
     HERD_ERR_NOT_FOUND = -3,     /* unknown, stale or already-waited handle */
@@ -328,6 +328,18 @@ HERD_API int herd_poll_handle(herd_handle_t handle);
  * HERD_ERR_NOT_FOUND.
  */
 HERD_API int herd_wait_handle(herd_handle_t handle, int64_t timeout_ms);
+
+/*
+ * herd_wait_handle(handle, -1) cut into slices, for callers that must stay responsive (Python
+ * handles Ctrl-C between slices): like a wait without deadline it may run the rounds its
+ * operation needs on the calling thread, then sleeps at most `slice_ms` for the rest. Returns
+ * HERD_INPROGRESS when the slice ended first (the handle stays valid: call again), else the
+ * operation's final status, releasing the handle as herd_wait_handle does. A round this thread
+ * started is always finished first: if a peer stops answering inside one, this blocks like
+ * herd_wait_handle(handle, -1) (use herd_wait_handle with a deadline where that matters).
+ * Thread safety: as herd_wait_handle.
+ */
+HERD_API int herd_progress_handle(herd_handle_t handle, int64_t slice_ms);
 
 /* A constant sentence describing a status code ("unknown status" for others).
  * Thread safety: any thread. */

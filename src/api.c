@@ -745,6 +745,26 @@ int herd_poll_handle(herd_handle_t handle)
     return rc;
 }
 
+/* Runs the rounds `handle` needs on this thread while nobody else drives (see
+ * herd_wait_handle); afterwards, if the operation still waits on other ranks, makes sure the
+ * coordinator thread knows about this thread's submissions. */
+static void drive_for(herd_runtime_t *rt, herd_handle_t handle)
+{
+    int drove = 0;
+    while (herd__handles_poll(&rt->handles, handle) == HERD_INPROGRESS &&
+           herd__runtime_enter(rt) == HERD_OK) {
+        int ran = herd__coordinator_drive(rt->coordinator, handle);
+        herd__runtime_leave(rt);
+        if (!ran)
+            break;
+        drove = 1;
+    }
+    int pending = herd__handles_poll(&rt->handles, handle) == HERD_INPROGRESS;
+    tls_drives_own_waits = drove && !pending;
+    if (pending)
+        flush_submissions(rt);
+}
+
 int herd_wait_handle(herd_handle_t handle, int64_t timeout_ms)
 {
     herd_runtime_t *rt = herd__runtime();
@@ -758,20 +778,32 @@ int herd_wait_handle(herd_handle_t handle, int64_t timeout_ms)
     /* A wait without a deadline may run the rounds its operation needs on this thread, which
      * saves the two thread wakes of a hand-off. A wait with a deadline never does: it must be
      * able to return on time even if a peer stops answering inside an MPI call. */
-    int drove = 0;
-    while (timeout_ms < 0 && herd__handles_poll(&rt->handles, handle) == HERD_INPROGRESS &&
-           herd__runtime_enter(rt) == HERD_OK) {
-        int ran = herd__coordinator_drive(rt->coordinator, handle);
-        herd__runtime_leave(rt);
-        if (!ran)
-            break;
-        drove = 1;
+    if (timeout_ms < 0) {
+        drive_for(rt, handle);
+    } else {
+        tls_drives_own_waits = 0;
+        if (herd__handles_poll(&rt->handles, handle) == HERD_INPROGRESS)
+            flush_submissions(rt);
     }
-    int pending = herd__handles_poll(&rt->handles, handle) == HERD_INPROGRESS;
-    tls_drives_own_waits = drove && !pending;
-    if (pending)
-        flush_submissions(rt);
     return herd__handles_wait(&rt->handles, handle, timeout_ms);
+}
+
+int herd_progress_handle(herd_handle_t handle, int64_t slice_ms)
+{
+    herd_runtime_t *rt = herd__runtime();
+    int rc = check_handles_exist(rt);
+    if (rc != HERD_OK)
+        return rc;
+    if (slice_ms < 0)
+        return herd__status_set(HERD_ERR_INVALID_ARG,
+                                "slice_ms %lld is invalid: use >= 0", (long long)slice_ms);
+    drive_for(rt, handle);
+    rc = herd__handles_wait(&rt->handles, handle, slice_ms);
+    if (rc == HERD_ERR_TIMEOUT) { /* the slice's end, never the operation's status */
+        herd__status_clear();
+        return HERD_INPROGRESS;
+    }
+    return rc;
 }
 
 int herd_set_cuda_stream(void *stream)

@@ -99,6 +99,7 @@ SIGNATURES = {
     "herd_group_start": ([], _int),
     "herd_group_end": ([], _int),
     "herd_free": ([_ptr, _int], _int),
+    "herd_progress_handle": ([_i64, _i64], _int),
 }
 
 

@@ -2,7 +2,9 @@
 
 Threads: herd's C calls release the GIL (ctypes.CDLL does), so a rank's other Python threads
 run while one waits. Blocking waits are cut into WAIT_SLICE_MS slices, so a KeyboardInterrupt
-reaches the program within one slice; a handle whose wait was interrupted stays valid.
+reaches the program within one slice; a handle whose wait was interrupted stays valid. A wait
+without a timeout drives the rounds its operation needs on the waiting thread
+(herd_progress_handle), like a C wait without deadline: no hand-off to herd's thread.
 
 Buffers: herd reads and writes the caller's memory from its coordinator thread until the handle
 completes. A Handle therefore holds every object whose memory herd may touch; a Handle dropped
@@ -273,7 +275,14 @@ class Handle:
                     left = deadline - time.monotonic()
                     slice_ms = max(0, min(WAIT_SLICE_MS, math.ceil(left * 1000)))
                 try:
-                    st = lib.herd_wait_handle(self._id, slice_ms)
+                    if deadline is None:
+                        # Drives the rounds this handle needs on this thread, as a C wait
+                        # without deadline does, but returns every slice for signals.
+                        st = lib.herd_progress_handle(self._id, slice_ms)
+                        if st == _capi.INPROGRESS:
+                            st = _capi.ERR_TIMEOUT
+                    else:
+                        st = lib.herd_wait_handle(self._id, slice_ms)
                 except BaseException:
                     # Python raises a pending KeyboardInterrupt right after the C call returns,
                     # dropping its result: if that call completed and released the handle, the

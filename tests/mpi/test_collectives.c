@@ -854,6 +854,29 @@ static void test_groups_from_several_threads(void)
     MT_CHECK(mt_thread_failures() == before);
 }
 
+/* herd_progress_handle: a slice that ends first says HERD_INPROGRESS and keeps the handle; the
+ * final call returns the status and releases it. */
+static void test_progress_handle_in_slices(void)
+{
+    herd_handle_t h = 0;
+    MT_CHECK_STATUS(herd_progress_handle(h, 5), HERD_ERR_NOT_FOUND);
+    if (mt_rank == 0)
+        MT_CHECK_STATUS(herd_barrier("progress.b", &h), HERD_OK);
+    if (mt_rank == 0 && mt_size > 1) {
+        MT_CHECK_STATUS(herd_progress_handle(h, 20), HERD_INPROGRESS);
+        MT_CHECK_STATUS(herd_progress_handle(h, -1), HERD_ERR_INVALID_ARG);
+        MT_CHECK_STATUS(herd_poll_handle(h), HERD_INPROGRESS);
+    }
+    MPI_Barrier(MPI_COMM_WORLD);
+    if (mt_rank != 0)
+        MT_CHECK_STATUS(herd_barrier("progress.b", &h), HERD_OK);
+    int rc, slices = 0;
+    while ((rc = herd_progress_handle(h, 10)) == HERD_INPROGRESS)
+        slices++;
+    MT_CHECK_STATUS(rc, HERD_OK);
+    MT_CHECK_STATUS(herd_poll_handle(h), HERD_ERR_NOT_FOUND);
+}
+
 int main(int argc, char **argv)
 {
     static const mt_test_t tests[] = {
@@ -871,6 +894,7 @@ int main(int argc, char **argv)
         {"broadcast_from_a_joined_root_fails_everywhere",
          test_broadcast_from_a_joined_root_fails_everywhere},
         {"groups_from_several_threads", test_groups_from_several_threads},
+        {"progress_handle_in_slices", test_progress_handle_in_slices},
     };
     return mt_main(argc, argv, "collectives", tests, sizeof tests / sizeof tests[0],
                    MT_USER_MPI);

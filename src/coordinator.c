@@ -96,6 +96,7 @@ struct herd_coordinator {
     herd_backend_t *gpu_backend; /* started by the first GPU group */
     int gpu_device;              /* the CUDA device it drives, -1 before */
     double *pre, *post;          /* the running group's scale factors */
+    int group_in_place;          /* the running fused group was reduced where it lies */
     int64_t *counts, *displs;    /* 2 * size each: counts exchanged by variable-size kinds */
     /* Join: this rank has joined (its join op is in flight) and takes part in every op the
      * others run through phantoms, stand-in requests built from the slot's attributes. */
@@ -376,6 +377,19 @@ static int missing_entry(const herd_backend_t *be, const char *kind)
                             kind);
 }
 
+/* 1 when the running group's members lie back to back in group order, on both sides (for a
+ * broadcast the two sides are one), with one scaling for all. */
+static int members_adjacent(const herd_coordinator_t *c, int64_t n)
+{
+    for (int64_t i = 1; i < n; i++) {
+        if ((const char *)c->srcs[i - 1] + c->sizes[i - 1] != (const char *)c->srcs[i] ||
+            (char *)c->dsts[i - 1] + c->sizes[i - 1] != (char *)c->dsts[i] ||
+            c->pre[i] != c->pre[0] || c->post[i] != c->post[0])
+            return 0;
+    }
+    return 1;
+}
+
 /* Allreduce and broadcast: one tensor where it lies, or a fused group in pieces of
  * HERD_CHUNK_BYTES, each packed (prescaled), reduced (divided) and unpacked (postscaled) while
  * it is in cache. */
@@ -422,10 +436,23 @@ static int run_allreduce(herd_coordinator_t *c, herd_backend_t *be, const herd_f
         c->pre[i] = r->prescale;
         c->post[i] = r->postscale;
     }
+    int host = be == c->d.cpu_backend;
+    /* Members laid out back to back in group order (views of one flat buffer, as DDP's
+     * gradient_as_bucket_view and herd.torch arrange) are reduced where they lie: no pack, no
+     * unpack. Out of place, both sides must be contiguous. */
+    if (host && members_adjacent(c, g->count)) {
+        c->group_in_place = 1;
+        int64_t total = g->bytes / (int64_t)esize;
+        if (is_bcast)
+            return be->broadcast(be, c->dsts[0], total, first->dtype, first->root);
+        if (plain)
+            return be->allreduce(be, c->srcs[0], c->dsts[0], total, first->dtype, first->op);
+        herd_scale_t s = {.pre = c->pre[0], .post = c->post[0], .divisor = divisor};
+        return be->allreduce_scaled(be, c->srcs[0], c->dsts[0], total, first->dtype, op, &s);
+    }
     /* The group travels in pieces of HERD_CHUNK_BYTES: each piece is packed, reduced and
      * unpacked while it is still in cache, so the fusion buffer stays small and a big group does
      * not stream through main memory three times. */
-    int host = be == c->d.cpu_backend;
     int64_t chunk = host ? c->d.config->chunk_bytes : 0; /* GPU: whole */
     int64_t piece = chunk > 0 ? chunk : g->bytes;
     piece = piece < g->bytes ? piece - piece % (int64_t)esize : g->bytes;
@@ -790,7 +817,7 @@ static void trace_group(herd_coordinator_t *c, const herd_fusion_group_t *g, int
         herd_tensor_t *t = r->tensor;
         herd__timeline_event(tl, HERD_TL_NEGOTIATE, t->key, t->name, r->intake_ns, start, 0, 0);
         herd__timeline_event(tl, HERD_TL_MARK, t->key, t->name, start, start, -1, 0);
-        if (!g->fused) {
+        if (!g->fused || c->group_in_place) {
             herd__timeline_event(tl, coll, t->key, t->name, start, end, g->count, g->bytes);
             continue;
         }
@@ -806,6 +833,7 @@ static void run_group(herd_coordinator_t *c, const herd_fusion_group_t *g)
 {
     int64_t start = c->d.timeline != NULL ? herd__clock_ns() : 0;
     c->phase_ns[0] = c->phase_ns[1] = c->phase_ns[2] = 0;
+    c->group_in_place = 0;
     for (int64_t i = 0; i < g->count; i++)
         c->group_ops[i] = c->item_op[c->order[g->first + i]];
     herd_request_t *first = request_of(c, c->group_ops[0]);

@@ -877,6 +877,62 @@ static void test_progress_handle_in_slices(void)
     MT_CHECK_STATUS(herd_poll_handle(h), HERD_ERR_NOT_FOUND);
 }
 
+/* Tensors that are views of one flat buffer, declared in buffer order, are reduced where they
+ * lie (no packing); declared in another order they are packed as usual. Both exact, in place
+ * and out of place, with AVERAGE and with scaling, submitted in a different order per rank. */
+static void test_views_of_one_flat_buffer(void)
+{
+    enum { NT = 40, PER = 37 };
+    static float flat[NT * PER], out[NT * PER];
+    int64_t order[NT];
+    for (int variant = 0; variant < 4; variant++) {
+        int reversed = variant & 1, in_place = variant >> 1;
+        char name[64];
+        /* Declaration order is priority: buffer order, or its reverse. */
+        for (int t = 0; t < NT; t++) {
+            int which = reversed ? NT - 1 - t : t;
+            snprintf(name, sizeof name, "flat%d.%d", variant, which);
+            int64_t key;
+            MT_CHECK_STATUS(herd_declare_tensor(name, &key), HERD_OK);
+        }
+        uint64_t salt = 0xf1a7u + (uint64_t)variant;
+        mt_fill(HERD_FLOAT32, HERD_AVERAGE, mt_rank, salt, flat, NT * PER);
+        memset(out, 0, sizeof out);
+        rank_order(order, NT, 40 + (uint64_t)variant);
+        herd_handle_t h[NT];
+        for (int j = 0; j < NT; j++) {
+            int t = (int)order[j];
+            snprintf(name, sizeof name, "flat%d.%d", variant, t);
+            float *dst = in_place ? flat + t * PER : out + t * PER;
+            MT_CHECK_STATUS(herd_push_pull_scaled(name, flat + t * PER, dst, PER, HERD_FLOAT32,
+                                                  HERD_AVERAGE, 1.0, variant == 3 ? 2.0 : 1.0,
+                                                  HERD_DEVICE_CPU, &h[t]),
+                            HERD_OK);
+        }
+        for (int t = 0; t < NT; t++)
+            MT_CHECK_STATUS(mt_wait(h[t], "flat"), HERD_OK);
+        const float *res = in_place ? flat : out;
+        int bad = 0;
+        for (int64_t i = 0; i < NT * PER && bad < 3; i++) {
+            int64_t acc = 0;
+            for (int r = 0; r < mt_size; r++)
+                acc += mt_value(HERD_FLOAT32, HERD_AVERAGE, r, i, salt);
+            double want = (double)acc / mt_size * (variant == 3 ? 2.0 : 1.0);
+            if ((double)res[i] != want) {
+                fprintf(stderr, "[rank %d] flat variant %d: element %lld: got %.9g, want %.9g\n",
+                        mt_rank, variant, (long long)i, (double)res[i], want);
+                bad++;
+            }
+        }
+        MT_CHECK(bad == 0);
+        if (!in_place) /* the input is untouched */
+            for (int64_t i = 0; i < NT * PER && bad < 3; i++)
+                bad += (double)flat[i] != (double)mt_value(HERD_FLOAT32, HERD_AVERAGE, mt_rank, i,
+                                                           salt);
+        MT_CHECK(bad == 0);
+    }
+}
+
 int main(int argc, char **argv)
 {
     static const mt_test_t tests[] = {
@@ -895,6 +951,7 @@ int main(int argc, char **argv)
          test_broadcast_from_a_joined_root_fails_everywhere},
         {"groups_from_several_threads", test_groups_from_several_threads},
         {"progress_handle_in_slices", test_progress_handle_in_slices},
+        {"views_of_one_flat_buffer", test_views_of_one_flat_buffer},
     };
     return mt_main(argc, argv, "collectives", tests, sizeof tests / sizeof tests[0],
                    MT_USER_MPI);

@@ -232,7 +232,7 @@ static herd_backend_t *backend_for(herd_coordinator_t *c, const herd_request_t *
                                first->tensor->name, first->device, c->gpu_device);
     if (*rc == HERD_OK)
         c->gpu_device = first->device;
-    return *rc == HERD_OK ? c->gpu_backend : NULL;
+    return c->gpu_backend; /* even after a local failure: before_group agrees on it */
 }
 
 /* Runs one planned group: one collective, on the tensor in place or on the fusion buffer. */
@@ -328,8 +328,8 @@ static void run_group(herd_coordinator_t *c, const herd_fusion_group_t *g)
         c->group_ops[i] = c->item_op[c->order[g->first + i]];
     int status = HERD_OK;
     herd_backend_t *be = backend_for(c, request_of(c, c->group_ops[0]), &status);
-    if (status == HERD_OK && be->before_group != NULL)
-        status = be->before_group(be, c->group_ops, g->count);
+    if (be != NULL && be->before_group != NULL)
+        status = be->before_group(be, c->group_ops, g->count, g->bytes, g->fused, status);
     if (status == HERD_OK)
         status = run_collective(c, be, g);
     if (status == HERD_OK && be->after_group != NULL)

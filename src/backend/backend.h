@@ -26,8 +26,12 @@ struct herd_backend {
      * nothing on the host, where collectives are synchronous). */
     int (*finish)(herd_backend_t *be);
     /* Optional (NULL on the host): around each group, given its ops' handle-slot indices:
-     * order herd's work after the producers' streams, and mark the ops issued. */
-    int (*before_group)(herd_backend_t *be, const uint32_t *ops, int64_t n);
+     * order herd's work after the producers' streams, and mark the ops issued. before_group is
+     * collective (every rank calls it for the group, even with a failed `local_status`): it
+     * prepares the group (`bytes` in all, `fused` into the fusion buffer) and the ranks agree
+     * that every one did, so a group that failed anywhere is issued nowhere. */
+    int (*before_group)(herd_backend_t *be, const uint32_t *ops, int64_t n, int64_t bytes,
+                        int fused, int local_status);
     int (*after_group)(herd_backend_t *be, const uint32_t *ops, int64_t n);
     void (*destroy)(herd_backend_t *be);
 };

@@ -12,10 +12,17 @@
  * Every rank issues every planned collective (coordinator.h's invariant), even where it failed
  * locally: before a group, the ranks agree (one MPI_Allreduce on herd's control communicator)
  * that each prepared it (device, producer events, fusion or staging buffer), and a group that
- * failed anywhere is issued nowhere. Completion is polled (an event on herd's stream, and NCCL's
- * asynchronous error), never waited for without a bound: a group still running after
- * HERD_STALL_TIMEOUT_SECONDS, or an NCCL error, aborts the communicator, and that group and every
- * later GPU group fail with HERD_ERR_BACKEND (the next groups on every rank, by the agreement).
+ * failed anywhere is issued nowhere. An issued group's ops complete when the device does: the
+ * coordinator polls them (gpu_poll_op: each op's done event, and NCCL's asynchronous error) from
+ * its progress loop, so negotiation, host groups and later GPU groups go on meanwhile. An op still
+ * running HERD_STALL_TIMEOUT_SECONDS after it was issued, or an NCCL error, aborts the
+ * communicator, and that op and every later GPU op fail with HERD_ERR_BACKEND (the next groups on
+ * every rank, by the agreement).
+ *
+ * One stream, so one fusion buffer and one staging buffer suffice: a group's packing copies are
+ * ordered after the previous group's unpacking on the stream itself. Only growing them waits
+ * (bounded) for the stream to drain, since cudaFree/cudaFreeHost of memory in use is not allowed
+ * (and synchronizes the device anyway); that happens only when a larger group first appears.
  *
  * Devices: herd switches the calling thread's device only when the tensor's is not current,
  * and puts back exactly the context that was current (never making one on another device).
@@ -45,6 +52,8 @@ typedef struct op_events {
     cudaEvent_t ready; /* recorded on the producer's stream at submit */
     cudaEvent_t done;  /* recorded on herd's stream after the op's last copy */
     atomic_int issued; /* done has been recorded for the current use of the slot */
+    int64_t seq;       /* the group it was issued in (coordinator only) */
+    int64_t issued_ms; /* when (coordinator only) */
 } op_events_t;
 
 static op_events_t *events;
@@ -272,6 +281,8 @@ typedef struct gpu_backend {
     size_t pinned_cap;
     int size;
     int64_t timeout_ms;     /* HERD_STALL_TIMEOUT_SECONDS: a group running longer is aborted */
+    int64_t issue_seq;      /* groups issued so far */
+    int64_t completed_seq;  /* every group up to this one is known complete */
     cudaError_t copy_error; /* first failed cudaMemcpyAsync since the last finish */
     device_guard_t guard;   /* from before_group to finish: the driving thread's context */
     int broken;             /* a group failed after it was issued: no more GPU groups */
@@ -325,12 +336,17 @@ static ncclRedOp_t nccl_op(int op)
 }
 #endif
 
+static int drain_stream(gpu_backend_t *g);
+
 /* Grows the pinned staging buffer before the group's agreement, never during a group. */
 static int ensure_pinned(gpu_backend_t *g, size_t bytes)
 {
     if (bytes <= g->pinned_cap)
         return HERD_OK;
-    /* Nothing of an earlier group uses it: finish waited for every group to complete. */
+    /* An earlier group's copy back to the device may still read it. */
+    int rc = drain_stream(g);
+    if (rc != HERD_OK)
+        return rc;
     if (g->pinned != NULL)
         CU.FreeHost(g->pinned);
     g->pinned = NULL;
@@ -410,7 +426,10 @@ static int grow_fusion(gpu_backend_t *g, size_t bytes)
 {
     if (bytes <= g->fusion_cap)
         return HERD_OK;
-    /* Every earlier group has completed (gpu_finish), so the old buffer is free. */
+    /* Earlier groups may still use the old buffer. */
+    int rc = drain_stream(g);
+    if (rc != HERD_OK)
+        return rc;
     cudaError_t err = cudaSuccess;
     if (g->fusion != NULL)
         err = CU.Free(g->fusion);
@@ -478,15 +497,25 @@ static int gpu_before_group(herd_backend_t *be, const uint32_t *ops, int64_t n, 
     return HERD_OK;
 }
 
+static int64_t now_ms(void);
+
 static int gpu_after_group(herd_backend_t *be, const uint32_t *ops, int64_t n)
 {
     gpu_backend_t *g = (gpu_backend_t *)be;
+    /* A failed packing copy fails the group (gpu_finish then waits for what was issued). */
+    if (g->copy_error != cudaSuccess)
+        return cuda_failed(g->copy_error, "cudaMemcpyAsync packing a fused group");
+    int64_t seq = ++g->issue_seq, now = now_ms();
     for (int64_t i = 0; i < n; i++) {
-        cudaError_t err = CU.EventRecord(events[ops[i]].done, g->stream);
+        op_events_t *e = &events[ops[i]];
+        cudaError_t err = CU.EventRecord(e->done, g->stream);
         if (err != cudaSuccess)
             return cuda_failed(err, "cudaEventRecord on herd's stream");
-        atomic_store(&events[ops[i]].issued, 1);
+        e->seq = seq;
+        e->issued_ms = now;
+        atomic_store(&e->issued, 1);
     }
+    leave_device(&g->guard); /* issued: the ops complete through gpu_poll_op */
     return HERD_OK;
 }
 
@@ -550,21 +579,85 @@ static int wait_group(gpu_backend_t *g)
     }
 }
 
+/* Waits, bounded, until everything issued on herd's stream is complete. A failure stops the GPU
+ * plane (abort), after which the stream drains. */
+static int drain_stream(gpu_backend_t *g)
+{
+    if (g->broken)
+        return herd__status_set(HERD_ERR_BACKEND, "%s", g->broken_why);
+    int rc = wait_group(g);
+    if (rc != HERD_OK) {
+        break_gpu(g, herd__status_last());
+        CU.StreamSynchronize(g->stream); /* aborted: it drains */
+        return herd__status_set(HERD_ERR_BACKEND, "%s", g->broken_why);
+    }
+    g->completed_seq = g->issue_seq;
+    return HERD_OK;
+}
+
+/* For a group that failed (issued or not): the caller's buffers are free once this returns. */
 static int gpu_finish(herd_backend_t *be)
 {
     gpu_backend_t *g = (gpu_backend_t *)be;
-    int rc = g->broken ? HERD_OK : wait_group(g);
-    if (rc != HERD_OK) {
-        break_gpu(g, herd__status_last());
-        /* After the abort the stream drains; the caller's buffers are free once it has. */
-        CU.StreamSynchronize(g->stream);
-        herd__status_set(HERD_ERR_BACKEND, "%s", g->broken_why);
-    }
+    int rc = g->broken ? HERD_OK : drain_stream(g);
     cudaError_t copy = g->copy_error;
     g->copy_error = cudaSuccess;
     if (rc == HERD_OK && copy != cudaSuccess)
         rc = cuda_failed(copy, "cudaMemcpyAsync packing a fused group");
     leave_device(&g->guard);
+    return rc;
+}
+
+/* Ops are polled in issue order and one stream runs them in that order, so a completed op means
+ * every earlier group completed. Called with herd's device current. */
+static int poll_issued(gpu_backend_t *g, const op_events_t *e)
+{
+    cudaError_t err = CU.EventQuery(e->done);
+    if (err == cudaSuccess) {
+        g->completed_seq = e->seq;
+        return HERD_OK;
+    }
+    int rc = HERD_INPROGRESS;
+    if (err != cudaErrorNotReady)
+        rc = cuda_failed(err, "GPU collective");
+#ifdef HERD_HAVE_NCCL
+    if (rc == HERD_INPROGRESS && g->comm != NULL) {
+        ncclResult_t async = ncclSuccess;
+        ncclResult_t r = NCCL.CommGetAsyncError(g->comm, &async);
+        if (r != ncclSuccess)
+            async = r;
+        if (async != ncclSuccess && async != ncclInProgress)
+            rc = nccl_failed(async, "an NCCL collective (asynchronous error)");
+    }
+#endif
+    if (rc == HERD_INPROGRESS && g->timeout_ms > 0 && now_ms() - e->issued_ms >= g->timeout_ms)
+        rc = herd__status_set(HERD_ERR_BACKEND,
+                              "a GPU group did not complete within %.1f s "
+                              "(HERD_STALL_TIMEOUT_SECONDS): another rank failed or stopped "
+                              "inside the collective", (double)g->timeout_ms / 1e3);
+    if (rc == HERD_INPROGRESS)
+        return rc;
+    break_gpu(g, herd__status_last());
+    CU.StreamSynchronize(g->stream); /* aborted: it drains, and the buffers are free after */
+    return herd__status_set(HERD_ERR_BACKEND, "%s", g->broken_why);
+}
+
+static int gpu_poll_op(herd_backend_t *be, uint32_t op)
+{
+    gpu_backend_t *g = (gpu_backend_t *)be;
+    const op_events_t *e = &events[op];
+    if (e->seq <= g->completed_seq)
+        return HERD_OK;
+    if (g->broken)
+        return herd__status_set(HERD_ERR_BACKEND, "%s", g->broken_why);
+    /* Rounds run on application threads too: a runtime call on a thread without a context would
+     * bind (or create) its runtime device's context, so herd's is made current for the poll. */
+    device_guard_t guard;
+    int rc = enter_device(g->device, &guard);
+    if (rc == HERD_OK) {
+        rc = poll_issued(g, e);
+        leave_device(&guard);
+    }
     return rc;
 }
 
@@ -632,7 +725,8 @@ int herd__gpu_backend_create(herd_backend_t **out, herd_ctrl_t *ctrl, const herd
                                .broadcast = gpu_broadcast, .copy = gpu_copy,
                                .fusion_buffer = gpu_fusion_buffer, .finish = gpu_finish,
                                .before_group = gpu_before_group,
-                               .after_group = gpu_after_group, .destroy = gpu_destroy};
+                               .after_group = gpu_after_group, .poll_op = gpu_poll_op,
+                               .destroy = gpu_destroy};
     g->device = device;
     g->host = host;
     g->ctrl = ctrl;

@@ -39,6 +39,7 @@ static atomic_int fail_stream_wait;       /* cudaStreamWaitEvent fails */
 static atomic_int nccl_hang;              /* collectives never complete (until abort) */
 static atomic_int nccl_async_error;       /* ncclCommGetAsyncError reports an error */
 static atomic_int aborted;                /* ncclCommAbort was called */
+static atomic_long collective_delay_ms;   /* a collective keeps its stream busy this long */
 
 int herd_fake_cuda_inject(const char *what, long value)
 {
@@ -48,6 +49,8 @@ int herd_fake_cuda_inject(const char *what, long value)
         atomic_store(&fail_stream_wait, (int)value);
     else if (strcmp(what, "nccl_hang") == 0)
         atomic_store(&nccl_hang, (int)value);
+    else if (strcmp(what, "collective_delay_ms") == 0)
+        atomic_store(&collective_delay_ms, value);
     else if (strcmp(what, "nccl_async_error") == 0)
         atomic_store(&nccl_async_error, (int)value);
     else
@@ -302,13 +305,27 @@ CUresult cuPointerGetAttributes(unsigned int n, CUpointer_attribute *attributes,
 /* ---- streams and events ------------------------------------------------------------------- */
 
 typedef struct fake_stream {
-    atomic_int busy; /* a hung collective was enqueued and not aborted */
+    atomic_int busy;          /* a hung collective was enqueued and not aborted */
+    atomic_llong busy_until;  /* a delayed collective runs until then (ms, monotonic) */
 } fake_stream_t;
 
 typedef struct fake_event {
     fake_stream_t *stream; /* recorded after a hung collective on this stream: never ready */
     int after_hang;
+    long long ready_at; /* ms: recorded after a delayed collective */
 } fake_event_t;
+
+static long long now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static int stream_busy(fake_stream_t *s)
+{
+    return atomic_load(&s->busy) || now_ms() < atomic_load(&s->busy_until);
+}
 
 static fake_stream_t legacy_stream;
 enum { MAX_STREAMS = 256 };
@@ -357,14 +374,14 @@ cudaError_t cudaStreamDestroy(cudaStream_t stream)
 
 cudaError_t cudaStreamQuery(cudaStream_t stream)
 {
-    return atomic_load(&stream_of(stream)->busy) ? cudaErrorNotReady : cudaSuccess;
+    return stream_busy(stream_of(stream)) ? cudaErrorNotReady : cudaSuccess;
 }
 
 cudaError_t cudaStreamSynchronize(cudaStream_t stream)
 {
     /* Like the real one: no bound. herd must only call it once the stream can drain. */
     fake_stream_t *s = stream_of(stream);
-    while (atomic_load(&s->busy)) {
+    while (stream_busy(s)) {
         struct timespec ts = {0, 1000000};
         nanosleep(&ts, NULL);
     }
@@ -374,10 +391,10 @@ cudaError_t cudaStreamSynchronize(cudaStream_t stream)
 cudaError_t cudaDeviceSynchronize(void)
 {
     for (;;) {
-        int busy = atomic_load(&legacy_stream.busy);
+        int busy = stream_busy(&legacy_stream);
         pthread_mutex_lock(&stream_lock);
         for (int i = 0; i < MAX_STREAMS; i++)
-            busy |= streams[i] != NULL && atomic_load(&streams[i]->busy);
+            busy |= streams[i] != NULL && stream_busy(streams[i]);
         pthread_mutex_unlock(&stream_lock);
         if (!busy)
             return cudaSuccess;
@@ -407,13 +424,16 @@ cudaError_t cudaEventRecord(cudaEvent_t event, cudaStream_t stream)
     fake_event_t *e = (fake_event_t *)(void *)event;
     e->stream = stream_of(stream);
     e->after_hang = atomic_load(&e->stream->busy);
+    e->ready_at = atomic_load(&e->stream->busy_until);
     return cudaSuccess;
 }
 
 cudaError_t cudaEventQuery(cudaEvent_t event)
 {
     fake_event_t *e = (fake_event_t *)(void *)event;
-    return e->after_hang && atomic_load(&e->stream->busy) ? cudaErrorNotReady : cudaSuccess;
+    if (e->after_hang && atomic_load(&e->stream->busy))
+        return cudaErrorNotReady;
+    return now_ms() < e->ready_at ? cudaErrorNotReady : cudaSuccess;
 }
 
 cudaError_t cudaStreamWaitEvent(cudaStream_t stream, cudaEvent_t event, unsigned int flags)
@@ -549,9 +569,13 @@ static MPI_Op mpi_op(ncclRedOp_t op)
     }
 }
 
-/* A hung collective: nothing is exchanged and the stream stays busy until ncclCommAbort. */
+/* A hung collective: nothing is exchanged and the stream stays busy until ncclCommAbort. A
+ * delayed one (collective_delay_ms) keeps it busy that long after the exchange. */
 static int hang(cudaStream_t stream)
 {
+    long delay = atomic_load(&collective_delay_ms);
+    if (delay > 0)
+        atomic_store(&stream_of(stream)->busy_until, now_ms() + delay);
     if (!atomic_load(&nccl_hang))
         return 0;
     atomic_store(&stream_of(stream)->busy, 1);

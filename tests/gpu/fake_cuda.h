@@ -5,7 +5,7 @@
 /* Injects a failure into this process, from now on (0 turns it off): "fail_malloc_min_bytes"
  * (cudaMalloc of at least that many bytes fails), "fail_stream_wait" (cudaStreamWaitEvent
  * fails), "nccl_hang" (collectives never complete: their stream stays busy until
- * ncclCommAbort), "nccl_async_error" (ncclCommGetAsyncError reports ncclRemoteError). Returns 0,
+ * ncclCommAbort), "collective_delay_ms" (a collective's stream stays busy that long after it), "nccl_async_error" (ncclCommGetAsyncError reports ncclRemoteError). Returns 0,
  * or -1 for an unknown name. */
 int herd_fake_cuda_inject(const char *what, long value);
 

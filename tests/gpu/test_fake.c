@@ -12,6 +12,7 @@
  */
 #include <mpi.h>
 #include <pthread.h>
+#include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -234,6 +235,53 @@ static void test_stream_wait_fails_on_one_rank(void)
     MT_CHECK_STATUS(sum_once("fake.wait_event", N, mt_mix(62), 1), HERD_OK);
 }
 
+/* A GPU op that runs long on the device does not hold up herd: it is issued at once (a consumer
+ * stream can wait on it), a host op submitted after it completes first, and the GPU op completes
+ * when the device is done. (The collective itself runs over MPI only where NCCL is faked; the
+ * staging path copies back asynchronously too, but its delay is not modelled.) */
+static void test_device_work_does_not_block_herd(void)
+{
+    if (!gt_nccl) {
+        if (mt_rank == 0)
+            printf("device_work_does_not_block_herd: NCCL only\n");
+        return;
+    }
+    enum { DELAY_MS = 2000 };
+    float *dev = device_filled(N, mt_mix(80));
+    cudaStream_t consumer;
+    GT_CUDA(cudaStreamCreateWithFlags(&consumer, cudaStreamNonBlocking));
+    herd_fake_cuda_inject("collective_delay_ms", DELAY_MS);
+    double t0 = gt_now_ms();
+    herd_handle_t hg = 0, hh = 0;
+    MT_CHECK_STATUS(herd_push_pull("fake.slow", dev, dev, N, HERD_FLOAT32, HERD_SUM, gt_device,
+                                   &hg),
+                    HERD_OK);
+    int rc;
+    while ((rc = herd_handle_stream_wait(hg, (void *)consumer)) == HERD_INPROGRESS &&
+           gt_now_ms() - t0 < DELAY_MS)
+        sched_yield();
+    MT_CHECK_STATUS(rc, HERD_OK);
+    float host[4] = {1, 2, 3, (float)mt_rank};
+    MT_CHECK_STATUS(herd_push_pull("fake.host_meanwhile", host, host, 4, HERD_FLOAT32, HERD_SUM,
+                                   HERD_DEVICE_CPU, &hh),
+                    HERD_OK);
+    MT_CHECK_STATUS(mt_wait(hh, "fake.host_meanwhile"), HERD_OK);
+    double host_done = gt_now_ms() - t0;
+    int gpu_state = herd_poll_handle(hg);
+    if (host_done >= DELAY_MS * 0.75 || gpu_state != HERD_INPROGRESS)
+        fprintf(stderr, "[rank %d] host op done after %.0f ms, GPU op %s\n", mt_rank, host_done,
+                herd_status_name(gpu_state));
+    MT_CHECK(host_done < DELAY_MS * 0.75);
+    MT_CHECK(gpu_state == HERD_INPROGRESS);
+    MT_CHECK(host[0] == (float)mt_size && host[3] == (float)(mt_size * (mt_size - 1) / 2));
+    MT_CHECK_STATUS(herd_wait_handle(hg, -1), HERD_OK);
+    MT_CHECK(gt_now_ms() - t0 >= DELAY_MS * 0.9);
+    herd_fake_cuda_inject("collective_delay_ms", 0);
+    MT_CHECK(check_sum(dev, N, mt_mix(80), "fake.slow"));
+    GT_CUDA(cudaStreamDestroy(consumer));
+    GT_CUDA(cudaFree(dev));
+}
+
 /* The collective never completes on any rank; rank 1's NCCL reports an asynchronous error. Rank
  * 1 aborts at once, rank 0 after HERD_STALL_TIMEOUT_SECONDS: HERD_ERR_BACKEND everywhere. The
  * GPU plane is then stopped (later GPU ops fail), host ops still work. Runs last. */
@@ -280,6 +328,7 @@ int main(int argc, char **argv)
         {"contexts", test_contexts},
         {"fusion_malloc_fails_on_one_rank", test_fusion_malloc_fails_on_one_rank},
         {"stream_wait_fails_on_one_rank", test_stream_wait_fails_on_one_rank},
+        {"device_work_does_not_block_herd", test_device_work_does_not_block_herd},
         {"hung_collective_is_aborted", test_hung_collective_is_aborted},
     };
     return gt_main(argc, argv, "gpu_fake", tests, sizeof tests / sizeof tests[0]);

@@ -328,6 +328,9 @@ static int stream_busy(fake_stream_t *s)
 }
 
 static fake_stream_t legacy_stream;
+static atomic_int streams_created;
+
+int herd_fake_cuda_streams_created(void) { return atomic_load(&streams_created); }
 enum { MAX_STREAMS = 256 };
 static fake_stream_t *streams[MAX_STREAMS];
 static pthread_mutex_t stream_lock = PTHREAD_MUTEX_INITIALIZER;
@@ -341,6 +344,7 @@ static fake_stream_t *stream_of(cudaStream_t s)
 cudaError_t cudaStreamCreateWithFlags(cudaStream_t *stream, unsigned int flags)
 {
     (void)flags;
+    atomic_fetch_add(&streams_created, 1);
     fake_stream_t *s = calloc(1, sizeof *s);
     if (s == NULL)
         return cudaErrorMemoryAllocation;

@@ -18,6 +18,9 @@ int herd_fake_cuda_primary_active(int device);
 /* The device of the calling thread's current context, -1 when none is current. */
 int herd_fake_cuda_current_device(void);
 
+/* How many streams cudaStreamCreate(WithFlags) made in this process. */
+int herd_fake_cuda_streams_created(void);
+
 /* Makes no context current on the calling thread (cuCtxSetCurrent(NULL)). */
 void herd_fake_cuda_unbind(void);
 

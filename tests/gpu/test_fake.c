@@ -320,6 +320,26 @@ static void test_hung_collective_is_aborted(void)
     MT_CHECK(host[3] == 4.0f * (float)mt_size);
 }
 
+/* Run alone, with HERD_FAKE_NCCL_VERSION older than 2.10: the GPU plane does not start, on any
+ * rank, with a message naming the version; later GPU ops fail at once without trying the whole
+ * start again (no new stream is made); host ops work. */
+static void test_old_nccl_refused(void)
+{
+    MT_CHECK_STATUS(sum_once("fake.old_nccl", N, mt_mix(90), 0), HERD_ERR_BACKEND);
+    MT_CHECK(mt_last_error_has("2.10"));
+    int streams = herd_fake_cuda_streams_created();
+    MT_CHECK_STATUS(sum_once("fake.old_nccl.again", N, mt_mix(91), 0), HERD_ERR_BACKEND);
+    MT_CHECK(mt_last_error_has("2.10"));
+    MT_CHECK(herd_fake_cuda_streams_created() == streams);
+    double host[2] = {1, (double)mt_rank};
+    herd_handle_t h = 0;
+    MT_CHECK_STATUS(herd_push_pull("fake.old_nccl.host", host, host, 2, HERD_FLOAT64, HERD_SUM,
+                                   HERD_DEVICE_CPU, &h),
+                    HERD_OK);
+    MT_CHECK_STATUS(mt_wait(h, "fake.old_nccl.host"), HERD_OK);
+    MT_CHECK(host[0] == (double)mt_size);
+}
+
 int main(int argc, char **argv)
 {
     static const mt_test_t tests[] = {
@@ -331,5 +351,8 @@ int main(int argc, char **argv)
         {"device_work_does_not_block_herd", test_device_work_does_not_block_herd},
         {"hung_collective_is_aborted", test_hung_collective_is_aborted},
     };
+    static const mt_test_t old_nccl[] = {{"old_nccl_refused", test_old_nccl_refused}};
+    if (getenv("HERD_FAKE_NCCL_VERSION") != NULL)
+        return gt_main(argc, argv, "gpu_fake_old_nccl", old_nccl, 1);
     return gt_main(argc, argv, "gpu_fake", tests, sizeof tests / sizeof tests[0]);
 }

@@ -27,9 +27,10 @@
  * computes.
  *
  * What may block: MPI calls (a round waits for the slowest rank to join). No lock but the
- * progress lock is held across an MPI call. GPU groups do not block: once issued on the device
- * their ops complete when poll_device_ops, called from the progress loop, finds them done. Lock order: progress -> registry | queue | handle
+ * progress lock is held across an MPI call. Lock order: progress -> registry | queue | handle
  * table (the last three are leaves, never held together).
+ * GPU groups do not block: once issued on the device their ops complete when poll_device_ops,
+ * called from the progress loop, finds them done.
  */
 #include "coordinator.h"
 

@@ -465,16 +465,18 @@ static int prepare_group(gpu_backend_t *g, const uint32_t *ops, int64_t n, int64
     int rc = enter_device(g->device, &g->guard);
     if (rc != HERD_OK)
         return rc;
+    /* Buffers first: growing one waits for the stream, which must not include this group's
+     * producers yet. */
+    if (fused && bytes > 0 && (rc = grow_fusion(g, (size_t)bytes)) != HERD_OK)
+        return rc;
+    if (!use_nccl(g) && bytes > 0 && (rc = ensure_pinned(g, (size_t)bytes)) != HERD_OK)
+        return rc;
     for (int64_t i = 0; i < n; i++) {
         cudaError_t err = CU.StreamWaitEvent(g->stream, events[ops[i]].ready, 0);
         if (err != cudaSuccess)
             return cuda_failed(err, "cudaStreamWaitEvent on a producer's event");
     }
-    if (fused && bytes > 0 && (rc = grow_fusion(g, (size_t)bytes)) != HERD_OK)
-        return rc;
-    if (!use_nccl(g) && bytes > 0)
-        rc = ensure_pinned(g, (size_t)bytes);
-    return rc;
+    return HERD_OK;
 }
 
 static int gpu_before_group(herd_backend_t *be, const uint32_t *ops, int64_t n, int64_t bytes,

@@ -2,8 +2,10 @@
 #include "backend/gpu_loader.h"
 
 #include <dlfcn.h>
+#include <link.h>
 #include <pthread.h>
 #include <stdatomic.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -98,16 +100,36 @@ static int resolve_driver(void *lib, const char *libname, char *why, size_t why_
     return 0;
 }
 
+/* The loader's count of objects ever loaded into the process (first object only: O(1)). */
+static int count_adds(struct dl_phdr_info *info, size_t size, void *data)
+{
+    unsigned long long *adds = data;
+    if (size >= offsetof(struct dl_phdr_info, dlpi_adds) + sizeof info->dlpi_adds)
+        *adds = info->dlpi_adds;
+    return 1;
+}
+
+/* dlpi_adds when the driver was last found absent (0: never looked). */
+static atomic_ullong absent_at_adds;
+
 int herd__gpu_driver_present(void)
 {
     if (atomic_load(&driver_state) == 1)
         return 1;
+    /* This runs on every host submission of a process without CUDA: a dlopen that misses searches
+     * the library path, so it is repeated only once something new was loaded. */
+    unsigned long long adds = 0;
+    dl_iterate_phdr(count_adds, &adds);
+    if (adds != 0 && adds == atomic_load(&absent_at_adds))
+        return 0;
     const char *name = env_or("HERD_CUDA_DRIVER_LIBRARY", DEFAULT_DRIVER);
     /* RTLD_NOLOAD: only a driver some CUDA user already brought in. Without one, no memory of
      * this process can be device memory, and nothing is loaded or initialised. */
     void *lib = dlopen(name, RTLD_NOW | RTLD_LOCAL | RTLD_NOLOAD);
-    if (lib == NULL)
+    if (lib == NULL) {
+        atomic_store(&absent_at_adds, adds);
         return 0;
+    }
     char why[256];
     pthread_mutex_lock(&load_lock);
     int ok = atomic_load(&driver_state) == 1 || resolve_driver(lib, name, why, sizeof why) == 0;

@@ -29,6 +29,8 @@
  * What may block: MPI calls (a round waits for the slowest rank to join). No lock but the
  * progress lock is held across an MPI call. Lock order: progress -> registry | queue | handle
  * table (the last three are leaves, never held together).
+ * GPU groups do not block: once issued on the device their ops complete when poll_device_ops,
+ * called from the progress loop, finds them done.
  */
 #include "coordinator.h"
 
@@ -36,6 +38,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "backend/gpu.h"
 #include "dtype.h"
@@ -52,6 +55,7 @@ enum { OR_NAMES = 1, OR_STALL_CHECK = 2 }; /* word 0 (inverted): someone has nam
 enum { AND_SHUTDOWN = 1 }; /* word 1: everyone asked to shut down */
 enum { HEADER_WORDS = 2 };
 enum { FIRST_SLEEP_NS = 20000 };
+enum { GPU_POLL_NS = 200000 }; /* longest sleep while GPU ops run on the device */
 
 struct herd_coordinator {
     herd_coordinator_deps_t d;
@@ -107,6 +111,11 @@ struct herd_coordinator {
     uint32_t nphantoms;
     void *scratch_mem[2]; /* phantoms' input (identity) and output */
     size_t scratch_cap[2];
+    /* GPU ops issued and not yet complete on the device, in issue order (gpu_backend->poll_op).
+     * Their names stay in flight; their ready bits are already cleared. */
+    uint32_t *device_ops;
+    int64_t ndevice_ops;
+    unsigned char *on_device; /* per handle index: in device_ops */
 };
 
 /* Marks an item_op / group_ops entry that names a phantom, not a handle slot. */
@@ -265,7 +274,62 @@ static herd_backend_t *backend_for(herd_coordinator_t *c, const herd_request_t *
                                name, first->device, c->gpu_device);
     if (*rc == HERD_OK)
         c->gpu_device = first->device;
-    return *rc == HERD_OK ? c->gpu_backend : NULL;
+    return c->gpu_backend; /* even after a local failure: before_group agrees on it */
+}
+
+/* An op issued on the device: its ready bit is cleared, so no round runs it again, while its
+ * name stays in flight until poll_device_ops completes it. */
+static void on_device(herd_coordinator_t *c, uint32_t index)
+{
+    herd_tensor_t *t = request_of(c, index)->tensor;
+    if (t->announced_by_bit && t->slot >= 0)
+        clear_bit(c->ready_bits, t->slot);
+    t->announced_by_bit = 0;
+    c->on_device[index] = 1;
+    c->device_ops[c->ndevice_ops++] = index;
+}
+
+/* Completes the device ops that are done, in issue order; stops at the first still running. */
+static void poll_device_ops(herd_coordinator_t *c)
+{
+    if (c->ndevice_ops == 0)
+        return;
+    herd_backend_t *be = c->gpu_backend;
+    int64_t done = 0;
+    char message[HERD_ERRMSG_MAX];
+    for (; done < c->ndevice_ops; done++) {
+        uint32_t index = c->device_ops[done];
+        int status = be->poll_op(be, index);
+        if (status == HERD_INPROGRESS)
+            break;
+        message[0] = '\0';
+        if (status != HERD_OK) {
+            snprintf(message, sizeof message, "tensor '%s': %s", request_of(c, index)->tensor->name,
+                     herd__status_last());
+            HERD_LOG_ERR("%s", message);
+        }
+        c->on_device[index] = 0;
+        finish_op(c, index, status, message);
+    }
+    if (done == 0)
+        return;
+    memmove(c->device_ops, c->device_ops + done,
+            (size_t)(c->ndevice_ops - done) * sizeof *c->device_ops);
+    c->ndevice_ops -= done;
+    herd__handles_notify(c->d.handles);
+}
+
+/* Before failing what is in flight: device ops complete first (bounded by the backend's
+ * timeout, after which it aborts), since the device may still use their buffers. */
+static void drain_device_ops(herd_coordinator_t *c)
+{
+    while (c->ndevice_ops > 0) {
+        poll_device_ops(c);
+        if (c->ndevice_ops > 0) {
+            struct timespec ts = {0, 50000};
+            nanosleep(&ts, NULL);
+        }
+    }
 }
 
 /* ---- operations of a group -------------------------------------------------------------
@@ -838,16 +902,25 @@ static void run_group(herd_coordinator_t *c, const herd_fusion_group_t *g)
         c->group_ops[i] = c->item_op[c->order[g->first + i]];
     herd_request_t *first = request_of(c, c->group_ops[0]);
     const char *first_name = op_name(c, c->group_ops[0]);
+    /* A refusal is the same on every rank: then nobody calls the (collective) before_group. */
     int status = refuse_group(c, first, first_name);
     herd_backend_t *be = NULL;
     if (status == HERD_OK)
         be = backend_for(c, first, first_name, &status);
-    if (status == HERD_OK && be->before_group != NULL)
-        status = be->before_group(be, c->group_ops, g->count);
+    if (be != NULL && be->before_group != NULL)
+        status = be->before_group(be, c->group_ops, g->count, g->bytes, g->fused, status);
     if (status == HERD_OK)
         status = runners[first->kind](c, be, g);
     if (status == HERD_OK && be->after_group != NULL)
         status = be->after_group(be, c->group_ops, g->count);
+    if (status == HERD_OK && be->poll_op != NULL) {
+        /* Issued on the device: the ops complete when it is done (poll_device_ops). */
+        if (c->d.timeline != NULL)
+            trace_group(c, g, start);
+        for (int64_t i = 0; i < g->count; i++)
+            on_device(c, c->group_ops[i]);
+        return;
+    }
     if (be != NULL) {
         /* Even after a failure: the device may still use the caller's buffers until the queued
          * work drains, and the handles must not complete before that. */
@@ -1010,7 +1083,7 @@ static void apply_events(herd_coordinator_t *c)
                 finish_op(c, t->pending, HERD_ERR_STALLED, ev->message);
             break;
         default: /* HERD_EVENT_ERROR */
-            if (t->pending != HERD_NO_INDEX && !t->announced_by_bit)
+            if (t->pending != HERD_NO_INDEX && !t->announced_by_bit && !c->on_device[t->pending])
                 finish_op(c, t->pending, ev->status, ev->message);
             break;
         }
@@ -1056,6 +1129,7 @@ static int grow_for_slots(herd_coordinator_t *c)
  * issuing collectives; every op in flight and every later one fails with the cause. */
 static void break_down(herd_coordinator_t *c)
 {
+    drain_device_ops(c);
     c->broken = 1;
     snprintf(c->broken_why, sizeof c->broken_why,
              "herd's control plane failed and herd stopped communicating: %s",
@@ -1167,6 +1241,7 @@ static int drive(herd_coordinator_t *c, int64_t spin_ns, int (*done)(void *), vo
 {
     int64_t spin_until = herd__clock_ns() + spin_ns;
     for (;;) {
+        poll_device_ops(c);
         if (done != NULL && done(arg))
             return DRIVE_TARGET_DONE;
         if (c->broken) {
@@ -1206,13 +1281,14 @@ static void *coordinator_main(void *arg)
     int64_t sleep_ns = FIRST_SLEEP_NS;
     const int64_t max_sleep_ns = c->d.config->idle_poll_us * 1000;
     for (;;) {
-        int waiting_on_peers = 0;
+        int waiting_on_peers = 0, on_gpu = 0;
         if (!atomic_load(&c->d.queue->driving)) {
             herd__mutex_lock(&c->progress);
             int64_t epoch = c->epoch;
             int r = drive(c, c->spin_ns, NULL, NULL);
             int ran = c->epoch != epoch;
             waiting_on_peers = c->npending > 0;
+            on_gpu = c->ndevice_ops > 0;
             herd__mutex_unlock(&c->progress);
             if (r == DRIVE_SHUTDOWN)
                 break;
@@ -1224,6 +1300,8 @@ static void *coordinator_main(void *arg)
         int driving = atomic_load(&c->d.queue->driving);
         /* With ops in flight a peer's wake is expected soon: look four times as often. */
         int64_t cap = waiting_on_peers ? max_sleep_ns / 4 : max_sleep_ns;
+        if (on_gpu && cap > GPU_POLL_NS) /* nothing wakes this thread when the device is done */
+            cap = GPU_POLL_NS;
         if (sleep_ns > cap)
             sleep_ns = cap;
         int64_t deadline = herd__clock_ns() + sleep_ns;
@@ -1235,6 +1313,7 @@ static void *coordinator_main(void *arg)
     /* Every rank asked to shut down in the same round: what every rank had ready ran in it;
      * what is left was never submitted by every rank. */
     herd__mutex_lock(&c->progress);
+    drain_device_ops(c);
     intake_all(c);
     fail_all(c, HERD_ERR_SHUTDOWN,
              "herd shut down before every rank submitted this operation");
@@ -1304,6 +1383,8 @@ static void free_coordinator(herd_coordinator_t *c)
     free(c->phantom_slot);
     free(c->scratch_mem[0]);
     free(c->scratch_mem[1]);
+    free(c->device_ops);
+    free(c->on_device);
     if (c->gpu_backend != NULL)
         c->gpu_backend->destroy(c->gpu_backend);
     free(c->stall_out);
@@ -1358,6 +1439,8 @@ int herd__coordinator_start(herd_coordinator_t **out, const herd_coordinator_dep
     c->dsts = calloc(n, sizeof *c->dsts);
     c->sizes = calloc(n, sizeof *c->sizes);
     c->group_ops = calloc(n, sizeof *c->group_ops);
+    c->device_ops = calloc(n, sizeof *c->device_ops);
+    c->on_device = calloc(n, sizeof *c->on_device);
     c->gpu_device = -1;
     c->last_joined = -1;
     c->rank_bits = calloc((size_t)c->size, sizeof *c->rank_bits);
@@ -1371,7 +1454,7 @@ int herd__coordinator_start(herd_coordinator_t **out, const herd_coordinator_dep
     if (!c->reannounce || !c->items || !c->item_op || !c->order || !c->groups ||
         !c->scratch.next || !c->srcs || !c->dsts || !c->sizes || !c->rank_bits ||
         !c->group_ops || !c->pre || !c->post || !c->counts || !c->displs || !c->phantoms ||
-        !c->phantom_slot)
+        !c->phantom_slot || !c->device_ops || !c->on_device)
         rc = herd__status_set(HERD_ERR_NO_MEMORY, "cannot allocate coordinator tables");
     if (rc == HERD_OK && herd__negotiate_init(&c->neg, c->size) != 0)
         rc = herd__status_set(HERD_ERR_NO_MEMORY, "cannot allocate the negotiator");

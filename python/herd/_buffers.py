@@ -168,6 +168,41 @@ def _from_ndarray(arr, obj, dtype, what, keep):
     return b
 
 
+def _framework_code(obj):
+    """herd dtype from the object's own `dtype` (torch.bfloat16, a numpy dtype...), or None when
+    it has none herd knows. Preferred to __cuda_array_interface__'s typestr, which cannot say
+    bfloat16: torch 2.5 writes "<f2" for it (float16: wrong results), newer torch "<V2"."""
+    dt = getattr(obj, "dtype", None)
+    if dt is None:
+        return None
+    if isinstance(dt, np.dtype):
+        return numpy_code(dt)
+    name = str(dt).rsplit(".", 1)[-1].lower()  # "torch.bfloat16" -> "bfloat16"
+    return DTYPES.get(name)
+
+
+def _framework_of(obj):
+    return type(obj).__module__.split(".")[0]
+
+
+def _current_stream(obj):
+    """The framework's current CUDA stream for obj's device, as an int (None: the legacy default
+    stream), which is what herd orders its reads after."""
+    top = _framework_of(obj)
+    try:
+        if top == "torch":
+            import torch  # noqa: PLC0415 - only when a torch tensor is passed
+
+            return torch.cuda.current_stream(obj.device).cuda_stream or None
+        if top == "cupy":
+            import cupy  # noqa: PLC0415 - only when a cupy array is passed
+
+            return cupy.cuda.get_current_stream().ptr or None
+    except Exception:  # no usable CUDA in the framework: the legacy default stream
+        return None
+    return None
+
+
 def _cuda_ordinal(obj):
     """The CUDA device of an object exposing __cuda_array_interface__ (which does not say)."""
     if hasattr(obj, "__dlpack_device__"):
@@ -195,23 +230,24 @@ def _from_cuda_array_interface(obj, cai, dtype, what):
     strides = cai.get("strides")
     if strides is not None and not _c_contiguous(shape, strides, npd.itemsize):
         raise invalid_argument(f"{what} is not C-contiguous (shape {shape}, strides {strides})")
+    native = _framework_code(obj)
+    if native is not None and ITEMSIZE[native] != npd.itemsize:
+        native = None  # the object's dtype does not describe this memory: trust the typestr
+    if native is None:
+        native = numpy_code(npd)
     b = Buffer()
     # herd orders its work after the producer's stream (protocol v3 "stream"; 1 and 2 are CUDA's
     # legacy and per-thread default streams, which the runtime accepts as handles). torch does
     # not say, so ask it for its current stream.
     b.stream = cai.get("stream")
-    if b.stream is None and type(obj).__module__.split(".")[0] == "torch":
-        try:
-            import torch  # noqa: PLC0415 - only when a torch tensor is passed
-            b.stream = torch.cuda.current_stream(obj.device).cuda_stream
-        except Exception:  # no usable torch.cuda: the legacy default stream
-            b.stream = None
+    if b.stream is None:
+        b.stream = _current_stream(obj)
     b.obj = obj
     b.ptr = int(ptr or 0)
     b.count = 1
     for n in shape:
         b.count *= n
-    b.dtype = _code_for(numpy_code(npd), str(npd), npd.itemsize, dtype, what)
+    b.dtype = _code_for(native, str(npd), npd.itemsize, dtype, what)
     b.device = _cuda_ordinal(obj)
     b.readonly = bool(readonly)
     b.array = None
@@ -224,15 +260,17 @@ _DLPACK_CUDA = (_dlpack.KDL_CUDA, _dlpack.KDL_CUDA_MANAGED)
 
 
 def _from_dlpack(obj, dtype, what):
-    # Asked first, as the DLPack protocol wants (a CUDA producer needs to know the consumer's
-    # stream: the GPU support passes __dlpack__(stream=...) here); the capsule has the last word.
+    # Asked first, as the DLPack protocol wants: a CUDA producer is told the stream herd will
+    # order its reads after (the framework's current stream, else the legacy default stream, 1),
+    # and makes that stream wait for its pending writes. The capsule has the last word.
     dev_type, _ = _dlpack.device_of(obj)
     if dev_type not in _DLPACK_HOST + _DLPACK_CUDA:
         raise make(
             _capi.ERR_NOT_SUPPORTED,
             f"{what} lives on DLPack device type {dev_type}; herd takes host and CUDA memory")
+    stream = _current_stream(obj) if dev_type in _DLPACK_CUDA else None
     try:
-        t = _dlpack.export(obj)
+        t = _dlpack.export(obj, stream=None if dev_type not in _DLPACK_CUDA else (stream or 1))
     except BufferError as e:
         raise invalid_argument(f"{what}: __dlpack__() refused: {e}") from None
     if t.device_type not in _DLPACK_HOST + _DLPACK_CUDA:
@@ -268,6 +306,7 @@ def _from_dlpack(obj, dtype, what):
         b.ptr = t.ptr
         return b
     b = Buffer()
+    b.stream = stream
     b.obj = obj
     b.ptr = t.ptr
     b.count = count
@@ -291,7 +330,13 @@ def resolve(obj, dtype=None, what="array"):
         arr = np.array(obj)
         arr.flags.writeable = False
         return _from_ndarray(arr, obj, dtype, what, ())
-    cai = getattr(obj, "__cuda_array_interface__", None)
+    try:
+        cai = getattr(obj, "__cuda_array_interface__", None)
+    except (KeyError, TypeError, ValueError, RuntimeError) as e:
+        # Older torch raises KeyError for bfloat16 here; DLPack describes it.
+        if not (hasattr(obj, "__dlpack__") and hasattr(obj, "__dlpack_device__")):
+            raise invalid_argument(f"{what}: __cuda_array_interface__ failed: {e!r}") from None
+        return _from_dlpack(obj, dtype, what)
     if cai is not None:
         return _from_cuda_array_interface(obj, cai, dtype, what)
     iface = getattr(obj, "__array_interface__", None)

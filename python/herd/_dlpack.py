@@ -87,13 +87,16 @@ def device_of(obj):
     return int(dev[0]), int(dev[1])
 
 
-def export(obj):
+def export(obj, stream=None):
     """Calls obj.__dlpack__() (asking for the versioned form first, which carries a read-only
-    flag) and reads the capsule."""
+    flag) and reads the capsule. `stream` (CUDA: 1 the legacy default stream, 2 the per-thread
+    one, else a cudaStream_t as an int) is the stream the consumer will use the data on: the
+    producer orders it after its pending writes. None asks for no ordering (host memory)."""
+    kw = {} if stream is None else {"stream": stream}
     try:
-        capsule = obj.__dlpack__(max_version=(1, 0))
+        capsule = obj.__dlpack__(max_version=(1, 0), **kw)
     except TypeError:
-        capsule = obj.__dlpack__()
+        capsule = obj.__dlpack__(**kw)
     name = _get_name(capsule)
     if name == b"dltensor_versioned":
         managed = _DLManagedTensorVersioned.from_address(_get_pointer(capsule, name))

@@ -57,13 +57,22 @@ struct herd_backend {
     /* A fusion buffer of at least `bytes`, owned by the backend; grows only when a larger group
      * first appears. */
     int (*fusion_buffer)(herd_backend_t *be, size_t bytes, void **out);
-    /* Returns once everything issued so far is complete in memory (a stream sync on a GPU;
-     * nothing on the host, where collectives are synchronous). */
+    /* Returns once everything issued so far is complete in memory (nothing on the host, where
+     * collectives are synchronous; on a GPU a bounded poll, used for a group that failed). */
     int (*finish)(herd_backend_t *be);
     /* Optional (NULL on the host): around each group, given its ops' handle-slot indices:
-     * order herd's work after the producers' streams, and mark the ops issued. */
-    int (*before_group)(herd_backend_t *be, const uint32_t *ops, int64_t n);
+     * order herd's work after the producers' streams, and mark the ops issued. before_group is
+     * collective (every rank calls it for the group, even with a failed `local_status`): it
+     * prepares the group (`bytes` in all, `fused` into the fusion buffer) and the ranks agree
+     * that every one did, so a group that failed anywhere is issued nowhere. */
+    int (*before_group)(herd_backend_t *be, const uint32_t *ops, int64_t n, int64_t bytes,
+                        int fused, int local_status);
     int (*after_group)(herd_backend_t *be, const uint32_t *ops, int64_t n);
+    /* Optional (NULL on the host): once a group is issued (after_group returned HERD_OK), its
+     * ops complete when the device does, not by `finish`: the coordinator polls each op, in
+     * issue order, without blocking. HERD_INPROGRESS while the device still works on it, else its
+     * final status (an error with the message set). */
+    int (*poll_op)(herd_backend_t *be, uint32_t op);
     void (*destroy)(herd_backend_t *be);
 };
 

@@ -6,7 +6,13 @@
  * Every producer here is deliberately slow: a host function that sleeps PRODUCER_DELAY_MS on the
  * stream, then big copies (pinned host -> device staging buffer -> tensor). Each test checks
  * that the producer stream is still busy when herd_push_pull returns, so it proves the submit
- * really came before the data. */
+ * really came before the data.
+ *
+ * The ordering tests reduce out of place into a buffer of other garbage: with one rank an
+ * in-place SUM is the identity, so a read that came too early would be overwritten by the
+ * producer's own late writes and go unseen. Results are read back on a non-blocking stream
+ * after herd_wait_handle: a legacy cudaMemcpy would wait for every blocking stream, the
+ * producer's included, and hide a result herd completed too early. */
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -67,13 +73,28 @@ static void produce_free(produced_t *p)
     GT_CUDA(cudaFree(p->tensor));
 }
 
-/* Checks a device buffer of n float32 against the exact sum over the ranks. */
+/* Checks a device buffer of n float32 against the exact sum over the ranks, read on a
+ * non-blocking stream of its own (no implicit wait for the producer's streams). */
 static void check_sum(const float *dev, int64_t n, uint64_t salt, const char *what)
 {
     float *got = mt_alloc((size_t)n * sizeof *got);
-    gt_to_host(got, dev, (size_t)n * sizeof *got);
+    cudaStream_t reader;
+    GT_CUDA(cudaStreamCreateWithFlags(&reader, cudaStreamNonBlocking));
+    GT_CUDA(cudaMemcpyAsync(got, dev, (size_t)n * sizeof *got, cudaMemcpyDeviceToHost, reader));
+    GT_CUDA(cudaStreamSynchronize(reader));
+    GT_CUDA(cudaStreamDestroy(reader));
     MT_CHECK(mt_verify_allreduce(HERD_FLOAT32, HERD_SUM, mt_size, salt, got, n, what) == 0);
     free(got);
+}
+
+/* An output buffer for an out-of-place reduction of p, holding garbage unlike both the stale
+ * and the produced values. */
+static float *out_for(const produced_t *p)
+{
+    float *out = gt_dev_alloc((size_t)p->n * sizeof(float));
+    GT_CUDA(cudaMemset(out, 0x5a, (size_t)p->n * sizeof(float)));
+    GT_CUDA(cudaDeviceSynchronize());
+    return out;
 }
 
 /* 1 while `stream` still has work queued (the submit came before the data). */
@@ -107,7 +128,8 @@ static herd_handle_t submit_produced(produced_t *p, const char *name, cudaStream
     return h;
 }
 
-/* A user stream (cudaStreamCreate), in place. */
+/* A user stream (cudaStreamCreate), in place: blind with one rank (see the top), kept for the
+ * in-place path with several. */
 static void test_user_stream_in_place(void)
 {
     cudaStream_t s;
@@ -157,6 +179,9 @@ static void test_fused_group_after_producer(void)
     for (int i = 0; i < K; i++)
         produce_init(&p[i], 1027 + i, mt_mix((uint64_t)(200 + i)));
     produce_init(&p[K], BIG, mt_mix(299));
+    float *out[K + 1];
+    for (int i = 0; i <= K; i++)
+        out[i] = out_for(&p[i]); /* before the producer starts: out_for synchronizes the device */
     GT_CUDA(cudaLaunchHostFunc(s, sleep_on_stream, NULL));
     for (int i = K; i >= 0; i--) /* the big one first: the small ones are written last */
         produce_enqueue(&p[i], s, 0);
@@ -164,40 +189,67 @@ static void test_fused_group_after_producer(void)
     char name[64];
     for (int i = 0; i <= K; i++) {
         snprintf(name, sizeof name, "gpu.stream.fused.%d", i);
-        h[i] = submit_produced(&p[i], name, s, NULL);
+        h[i] = submit_produced(&p[i], name, s, out[i]);
     }
     for (int i = K; i >= 0; i--) {
         snprintf(name, sizeof name, "gpu.stream.fused.%d", i);
         MT_CHECK_STATUS(mt_wait(h[i], name), HERD_OK);
-        check_sum(p[i].tensor, p[i].n, p[i].salt, name);
+        check_sum(out[i], p[i].n, p[i].salt, name);
     }
+    GT_CUDA(cudaStreamSynchronize(s));
     GT_CUDA(cudaStreamDestroy(s));
-    for (int i = 0; i <= K; i++)
+    for (int i = 0; i <= K; i++) {
+        GT_CUDA(cudaFree(out[i]));
         produce_free(&p[i]);
+    }
 }
 
 /* The legacy default stream (NULL): herd's own stream does not synchronize with it implicitly,
- * so only the event orders the read. */
+ * so only the event orders the read. Out of place. */
 static void test_legacy_default_stream(void)
 {
     produced_t p;
     produce_init(&p, BIG, mt_mix(103));
+    float *out = out_for(&p);
     produce_enqueue(&p, (cudaStream_t)0, 1);
-    herd_handle_t h = submit_produced(&p, "gpu.stream.legacy", (cudaStream_t)0, NULL);
+    herd_handle_t h = submit_produced(&p, "gpu.stream.legacy", (cudaStream_t)0, out);
     MT_CHECK_STATUS(mt_wait(h, "gpu.stream.legacy"), HERD_OK);
-    check_sum(p.tensor, p.n, p.salt, "gpu.stream.legacy");
+    check_sum(out, p.n, p.salt, "gpu.stream.legacy");
+    GT_CUDA(cudaDeviceSynchronize());
+    GT_CUDA(cudaFree(out));
     produce_free(&p);
 }
 
-/* The calling thread's per-thread default stream. */
+/* The calling thread's per-thread default stream. Out of place. */
 static void test_per_thread_default_stream(void)
 {
     produced_t p;
     produce_init(&p, BIG, mt_mix(104));
+    float *out = out_for(&p);
     produce_enqueue(&p, cudaStreamPerThread, 1);
-    herd_handle_t h = submit_produced(&p, "gpu.stream.perthread", cudaStreamPerThread, NULL);
+    herd_handle_t h = submit_produced(&p, "gpu.stream.perthread", cudaStreamPerThread, out);
     MT_CHECK_STATUS(mt_wait(h, "gpu.stream.perthread"), HERD_OK);
-    check_sum(p.tensor, p.n, p.salt, "gpu.stream.perthread");
+    check_sum(out, p.n, p.salt, "gpu.stream.perthread");
+    GT_CUDA(cudaDeviceSynchronize());
+    GT_CUDA(cudaFree(out));
+    produce_free(&p);
+}
+
+/* A blocking user stream (cudaStreamCreate), out of place. */
+static void test_user_stream_blocking_out_of_place(void)
+{
+    cudaStream_t s;
+    GT_CUDA(cudaStreamCreate(&s));
+    produced_t p;
+    produce_init(&p, BIG, mt_mix(109));
+    float *out = out_for(&p);
+    produce_enqueue(&p, s, 1);
+    herd_handle_t h = submit_produced(&p, "gpu.stream.user.blocking.oop", s, out);
+    MT_CHECK_STATUS(mt_wait(h, "gpu.stream.user.blocking.oop"), HERD_OK);
+    check_sum(out, p.n, p.salt, "gpu.stream.user.blocking.oop");
+    GT_CUDA(cudaStreamSynchronize(s));
+    GT_CUDA(cudaStreamDestroy(s));
+    GT_CUDA(cudaFree(out));
     produce_free(&p);
 }
 
@@ -309,6 +361,7 @@ static void test_stream_is_per_thread(void)
     produced_t p1, p2;
     produce_init(&p1, BIG, mt_mix(107));
     produce_init(&p2, BIG, mt_mix(108));
+    float *out1 = out_for(&p1); /* before the producers start: out_for synchronizes the device */
     GT_CUDA(cudaLaunchHostFunc(s1, sleep_on_stream, NULL));
     produce_enqueue(&p1, s1, 1);
     produce_enqueue(&p2, s2, 1);
@@ -321,13 +374,13 @@ static void test_stream_is_per_thread(void)
         pthread_join(t, NULL);
     MT_CHECK_STATUS(w.rc, HERD_OK);
     herd_handle_t h = 0;
-    MT_CHECK_STATUS(herd_push_pull("gpu.stream.thread.main", p1.tensor, p1.tensor, p1.n,
+    MT_CHECK_STATUS(herd_push_pull("gpu.stream.thread.main", p1.tensor, out1, p1.n,
                                    HERD_FLOAT32, HERD_SUM, gt_device, &h),
                     HERD_OK);
     MT_CHECK(still_busy(s1));
     MT_CHECK_STATUS(herd_set_cuda_stream(NULL), HERD_OK);
     MT_CHECK_STATUS(mt_wait(h, "gpu.stream.thread.main"), HERD_OK);
-    check_sum(p1.tensor, p1.n, p1.salt, "gpu.stream.thread.main");
+    check_sum(out1, p1.n, p1.salt, "gpu.stream.thread.main");
     if (w.rc == HERD_OK) {
         MT_CHECK_STATUS(mt_wait(w.h, "gpu.stream.thread.worker"), HERD_OK);
         check_sum(p2.tensor, p2.n, p2.salt, "gpu.stream.thread.worker");
@@ -337,6 +390,7 @@ static void test_stream_is_per_thread(void)
     GT_CUDA(cudaStreamSynchronize(s2));
     GT_CUDA(cudaStreamDestroy(s1));
     GT_CUDA(cudaStreamDestroy(s2));
+    GT_CUDA(cudaFree(out1));
     produce_free(&p1);
     produce_free(&p2);
 }
@@ -405,6 +459,7 @@ int main(int argc, char **argv)
     static const mt_test_t tests[] = {
         {"user_stream_in_place", test_user_stream_in_place},
         {"user_stream_out_of_place", test_user_stream_out_of_place},
+        {"user_stream_blocking_out_of_place", test_user_stream_blocking_out_of_place},
         {"fused_group_after_producer", test_fused_group_after_producer},
         {"legacy_default_stream", test_legacy_default_stream},
         {"per_thread_default_stream", test_per_thread_default_stream},

@@ -159,3 +159,122 @@ def test_dispatch_reads_pointer_count_and_dtype():
     c = (ctypes.c_int64 * 3)()
     b = herd._buffers.resolve(c)
     assert (b.ptr, b.count, b.dtype) == (ctypes.addressof(c), 3, herd.INT64)
+
+
+# ---- framework dtypes and streams (stand-ins written as torch's versions behave) -------------
+
+class _TorchDtype:
+    """str() like torch.dtype: "torch.bfloat16"."""
+
+    def __init__(self, name):
+        self.name = name
+
+    def __str__(self):
+        return "torch." + self.name
+
+
+class TorchLikeCuda:
+    """A CUDA tensor as torch exposes it: a `dtype` attribute, __cuda_array_interface__ as a
+    given torch version writes it (`typestr`, or raising KeyError as older torch does for
+    bfloat16), and DLPack, recording the stream __dlpack__ is asked for. Memory is host memory
+    under a CUDA label; nothing dereferences it."""
+
+    def __init__(self, host, dtype_name, typestr=None, cai_raises=False):
+        self._host = host
+        self.dtype = _TorchDtype(dtype_name)
+        self._typestr = typestr
+        self._cai_raises = cai_raises
+        self.dlpack_calls = []
+
+    @property
+    def __cuda_array_interface__(self):
+        if self._cai_raises:
+            raise KeyError(self.dtype.name)
+        return {"shape": self._host.shape, "typestr": self._typestr,
+                "data": (self._host.ctypes.data, False), "version": 2, "strides": None}
+
+    def __dlpack__(self, stream=None, max_version=None):
+        self.dlpack_calls.append(stream)
+        capsule = self._host.__dlpack__()
+        name = herd._dlpack._get_name(capsule)
+        managed = herd._dlpack._DLManagedTensor.from_address(
+            herd._dlpack._get_pointer(capsule, name))
+        managed.dl_tensor.device.device_type = herd._dlpack.KDL_CUDA
+        managed.dl_tensor.device.device_id = 0
+        if self.dtype.name == "bfloat16":
+            managed.dl_tensor.dtype.code = herd._dlpack.KDL_BFLOAT
+        return capsule
+
+    def __dlpack_device__(self):
+        return (herd._dlpack.KDL_CUDA, 0)
+
+
+@pytest.mark.parametrize("typestr,cai_raises,via", [
+    ("<f2", False, "cai"),   # torch 2.5: bfloat16 described as float16
+    ("<V2", False, "cai"),   # newer torch: an opaque 2-byte type
+    (None, True, "dlpack"),  # older torch: the property raises KeyError
+])
+def test_torch_bfloat16_is_bfloat16(typestr, cai_raises, via):
+    host = np.zeros(5, np.uint16)
+    t = TorchLikeCuda(host, "bfloat16", typestr, cai_raises)
+    b = herd._buffers.resolve(t)
+    assert (b.device, b.ptr, b.count, b.dtype) == (0, host.ctypes.data, 5, herd.BFLOAT16)
+    assert b.array is None
+    # Only the fallback asks DLPack; it names the stream herd orders on (legacy default: 1).
+    assert t.dlpack_calls == ([1] if via == "dlpack" else [])
+
+
+@pytest.mark.parametrize("name,np_dtype,code", [
+    ("float16", np.float16, herd.FLOAT16), ("float32", np.float32, herd.FLOAT32),
+    ("int64", np.int64, herd.INT64), ("uint8", np.uint8, herd.UINT8),
+])
+def test_torch_dtype_wins_over_typestr_only_where_sizes_match(name, np_dtype, code):
+    host = np.zeros(3, np_dtype)
+    assert herd._buffers.resolve(TorchLikeCuda(host, name, host.dtype.str)).dtype == code
+    # A dtype attribute that does not describe the memory's element size is not trusted.
+    odd = TorchLikeCuda(host, "float64" if host.itemsize != 8 else "int8", host.dtype.str)
+    assert herd._buffers.resolve(odd).dtype == code
+
+
+def test_dlpack_on_cuda_names_the_stream_herd_orders_on(monkeypatch):
+    """__dlpack__(stream=S) with S the stream herd records its ready event on, so a producer
+    still writing on a side stream orders S after it (torch does nothing for stream=None)."""
+    host = np.zeros(4, np.int32)
+    t = TorchLikeCuda(host, "int32", cai_raises=True)
+    monkeypatch.setattr(herd._buffers, "_current_stream", lambda obj: 0x5A5A0)
+    b = herd._buffers.resolve(t)
+    assert t.dlpack_calls == [0x5A5A0]
+    assert (b.stream, b.dtype, b.device) == (0x5A5A0, herd.INT32, 0)
+    # Host memory through DLPack is asked for nothing.
+    d = DLPackOnly(np.zeros(2, np.float32))
+    assert herd._buffers.resolve(d).stream is None
+
+
+def test_torch_current_stream_is_asked(monkeypatch):
+    """For a torch tensor whose interface names no stream, herd orders after torch's current
+    stream on the tensor's device (a stand-in torch module answers)."""
+    import sys
+    import types
+
+    fake_torch = types.ModuleType("torch")
+    asked = []
+
+    class _Stream:
+        cuda_stream = 0x7E57
+
+    def current_stream(device):
+        asked.append(device)
+        return _Stream()
+
+    fake_torch.cuda = types.SimpleNamespace(current_stream=current_stream)
+    monkeypatch.setitem(sys.modules, "torch", fake_torch)
+    TorchTensor = type("Tensor", (TorchLikeCuda,), {"__module__": "torch.fake"})
+    host = np.zeros(2, np.float32)
+    t = TorchTensor(host, "float32", "<f4")
+    t.device = "cuda:0"
+    b = herd._buffers.resolve(t)
+    assert (b.stream, asked) == (0x7E57, ["cuda:0"])
+    t2 = TorchTensor(host, "float32", cai_raises=True)
+    t2.device = "cuda:0"
+    b2 = herd._buffers.resolve(t2)
+    assert b2.stream == 0x7E57 and t2.dlpack_calls == [0x7E57]

@@ -441,6 +441,34 @@ static int missing_entry(const herd_backend_t *be, const char *kind)
                             kind);
 }
 
+/* What a GPU group of one tensor of the other kinds needs before it is issued (before_group):
+ * staging room for input and output, and device scratch (the fusion buffer) for a
+ * reduce-scatter whose parts differ, which NCCL reduces whole. Allreduce and broadcast keep the
+ * group's bytes and fused flag. */
+static void device_needs(const herd_coordinator_t *c, const herd_request_t *r, int64_t *bytes,
+                         int *scratch)
+{
+    int64_t esize = (int64_t)herd__dtype_size(r->dtype);
+    switch (r->kind) {
+    case HERD_KIND_ALLGATHER:
+        *bytes = r->count * esize * (c->size + 1);
+        *scratch = 0;
+        break;
+    case HERD_KIND_REDUCESCATTER: {
+        int64_t rows = r->count / r->row;
+        *bytes = (r->count + herd__rs_rows(rows, c->size, c->rank) * r->row) * esize;
+        *scratch = rows % c->size != 0;
+        break;
+    }
+    case HERD_KIND_ALLTOALL:
+        *bytes = 2 * r->count * esize;
+        *scratch = 0;
+        break;
+    default:
+        break;
+    }
+}
+
 /* 1 when the running group's members lie back to back in group order, on both sides (for a
  * broadcast the two sides are one), with one scaling for all. */
 static int members_adjacent(const herd_coordinator_t *c, int64_t n)
@@ -709,6 +737,9 @@ static int run_reducescatter(herd_coordinator_t *c, herd_backend_t *be,
         total += c->counts[rank];
     if (total == 0)
         return HERD_OK;
+    if (be != c->d.cpu_backend) /* GPU memory: alone, unscaled, AVERAGE on the device */
+        return be->reducescatter(be, first->sendbuf, first->recvbuf, c->counts, first->dtype,
+                                 first->op);
     if (!g->fused && !prescaled) {
         rc = be->reducescatter(be, first->sendbuf, first->recvbuf, c->counts, first->dtype, op);
         if (rc == HERD_OK && !is_phantom(ops[0]))
@@ -907,8 +938,12 @@ static void run_group(herd_coordinator_t *c, const herd_fusion_group_t *g)
     herd_backend_t *be = NULL;
     if (status == HERD_OK)
         be = backend_for(c, first, first_name, &status);
-    if (be != NULL && be->before_group != NULL)
-        status = be->before_group(be, c->group_ops, g->count, g->bytes, g->fused, status);
+    if (be != NULL && be->before_group != NULL) {
+        int64_t bytes = g->bytes;
+        int scratch = g->fused;
+        device_needs(c, first, &bytes, &scratch);
+        status = be->before_group(be, c->group_ops, g->count, bytes, scratch, status);
+    }
     if (status == HERD_OK)
         status = runners[first->kind](c, be, g);
     if (status == HERD_OK && be->after_group != NULL)
@@ -997,7 +1032,10 @@ static int64_t collect_ready(herd_coordinator_t *c, int gpu, int64_t first)
         const herd_kind_info_t *k = herd__kind(r->kind);
         c->items[count] = (herd_fusion_item_t){
             .kind = r->kind, .dtype = r->dtype, .op = r->op, .root = r->root,
-            .device_class = gpu, .solo = !k->fuses,
+            /* On a GPU only allreduce and broadcast fuse (the device fusion buffer). */
+            .device_class = gpu,
+            .solo = !k->fuses || (gpu && r->kind != HERD_KIND_ALLREDUCE &&
+                                  r->kind != HERD_KIND_BROADCAST),
             /* The same number on every rank: a variable kind's count is not, and goes alone. */
             .bytes = k->count_varies ? 0 : r->count * (int64_t)herd__dtype_size(r->dtype)};
         c->item_op[count] = index;

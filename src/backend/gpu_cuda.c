@@ -411,6 +411,137 @@ static int gpu_broadcast(herd_backend_t *be, void *buf, int64_t count, int dtype
     return staged(g, buf, buf, count, dtype, HERD_SUM, root, 1);
 }
 
+/* ---- allgather, reduce-scatter, all-to-all ------------------------------------------------
+ * Equal-size forms, each tensor alone (the planner does not fuse them on a GPU). NCCL where it
+ * is up; else staged like allreduce: the input copied to pinned memory (first part of the
+ * staging buffer), the host collective into the second part, the result copied back. */
+
+/* Copies `bytes` from the device into pinned memory and waits for the copy (no collective in
+ * flight on the stream: bounded). */
+static cudaError_t stage_in(gpu_backend_t *g, const void *src, size_t bytes)
+{
+    cudaError_t err = CU.MemcpyAsync(g->pinned, src, bytes, cudaMemcpyDefault, g->stream);
+    return err == cudaSuccess ? CU.StreamSynchronize(g->stream) : err;
+}
+
+static int stage_out(gpu_backend_t *g, void *dst, const void *src, size_t bytes, int rc,
+                     cudaError_t in_err)
+{
+    if (in_err != cudaSuccess)
+        return cuda_failed(in_err, "staging a GPU tensor to host memory");
+    if (rc != HERD_OK)
+        return rc;
+    cudaError_t err = CU.MemcpyAsync(dst, src, bytes, cudaMemcpyDefault, g->stream);
+    return err == cudaSuccess ? HERD_OK : cuda_failed(err, "staging a result back to the GPU");
+}
+
+static int gpu_allgather(herd_backend_t *be, const void *send, void *recv, int64_t count,
+                         int dtype)
+{
+    gpu_backend_t *g = (gpu_backend_t *)be;
+    if (count == 0)
+        return HERD_OK;
+#ifdef HERD_HAVE_NCCL
+    if (use_nccl(g)) {
+        ncclResult_t r = NCCL.AllGather(send, recv, (size_t)count, nccl_type(dtype), g->comm,
+                                        g->stream);
+        return r == ncclSuccess ? HERD_OK : nccl_failed(r, "ncclAllGather");
+    }
+#endif
+    size_t part = (size_t)count * herd__dtype_size(dtype);
+    if (part * (size_t)(g->size + 1) > g->pinned_cap)
+        return herd__status_set(HERD_ERR_INTERNAL, "staging buffer smaller than its allgather");
+    cudaError_t err = stage_in(g, send, part);
+    char *all = (char *)g->pinned + part;
+    /* Issued even when the copy failed: the other ranks are inside it. */
+    int rc = g->host->allgather(g->host, g->pinned, all, count, dtype);
+    return stage_out(g, recv, all, part * (size_t)g->size, rc, err);
+}
+
+/* `op` may be AVERAGE here (the coordinator passes it through for GPU memory): ncclAvg, or a
+ * division on the host when staged. Counts that differ per rank (a row count that does not
+ * divide) reduce the whole input into the fusion buffer with ncclAllReduce and keep this
+ * rank's part: twice the traffic, but NCCL has no reduce-scatter-v. */
+static int gpu_reducescatter(herd_backend_t *be, const void *send, void *recv,
+                             const int64_t *counts, int dtype, int op)
+{
+    gpu_backend_t *g = (gpu_backend_t *)be;
+    int me = herd__ctrl_rank(g->ctrl);
+    int64_t total = 0, first = 0, mine = counts[me];
+    int equal = 1;
+    for (int r = 0; r < g->size; r++) {
+        if (r < me)
+            first += counts[r];
+        total += counts[r];
+        equal &= counts[r] == counts[0];
+    }
+    if (total == 0)
+        return HERD_OK;
+    size_t esize = herd__dtype_size(dtype);
+#ifdef HERD_HAVE_NCCL
+    if (use_nccl(g)) {
+        ncclResult_t r;
+        if (equal) {
+            r = NCCL.ReduceScatter(send, recv, (size_t)mine, nccl_type(dtype), nccl_op(op),
+                                   g->comm, g->stream);
+            return r == ncclSuccess ? HERD_OK : nccl_failed(r, "ncclReduceScatter");
+        }
+        if ((size_t)total * esize > g->fusion_cap)
+            return herd__status_set(HERD_ERR_INTERNAL, "GPU scratch smaller than its group");
+        r = NCCL.AllReduce(send, g->fusion, (size_t)total, nccl_type(dtype), nccl_op(op),
+                           g->comm, g->stream);
+        if (r != ncclSuccess)
+            return nccl_failed(r, "ncclAllReduce (uneven reduce-scatter)");
+        if (mine == 0)
+            return HERD_OK;
+        cudaError_t err = CU.MemcpyAsync(recv, (char *)g->fusion + (size_t)first * esize,
+                                         (size_t)mine * esize, cudaMemcpyDefault, g->stream);
+        return err == cudaSuccess ? HERD_OK : cuda_failed(err, "copying a reduce-scatter part");
+    }
+#endif
+    if ((size_t)(total + mine) * esize > g->pinned_cap)
+        return herd__status_set(HERD_ERR_INTERNAL, "staging buffer smaller than its group");
+    cudaError_t err = stage_in(g, send, (size_t)total * esize);
+    char *part = (char *)g->pinned + (size_t)total * esize;
+    int rc = g->host->reducescatter(g->host, g->pinned, part, counts, dtype,
+                                    op == HERD_AVERAGE ? HERD_SUM : op);
+    if (rc == HERD_OK && err == cudaSuccess && op == HERD_AVERAGE)
+        herd__dtype_finish(dtype, part, (size_t)mine, g->size, 1.0);
+    return stage_out(g, recv, part, (size_t)mine * esize, rc, err);
+}
+
+static int gpu_alltoall(herd_backend_t *be, const void *send, void *recv, int64_t count,
+                        int dtype)
+{
+    gpu_backend_t *g = (gpu_backend_t *)be;
+    if (count == 0)
+        return HERD_OK;
+    size_t block = (size_t)count * herd__dtype_size(dtype), bytes = block * (size_t)g->size;
+#ifdef HERD_HAVE_NCCL
+    if (use_nccl(g)) {
+        ncclDataType_t type = nccl_type(dtype);
+        ncclResult_t r = NCCL.GroupStart();
+        for (int peer = 0; peer < g->size && r == ncclSuccess; peer++) {
+            r = NCCL.Send((const char *)send + (size_t)peer * block, (size_t)count, type, peer,
+                          g->comm, g->stream);
+            if (r == ncclSuccess)
+                r = NCCL.Recv((char *)recv + (size_t)peer * block, (size_t)count, type, peer,
+                              g->comm, g->stream);
+        }
+        ncclResult_t end = NCCL.GroupEnd(); /* always closes the group it opened */
+        if (r == ncclSuccess)
+            r = end;
+        return r == ncclSuccess ? HERD_OK : nccl_failed(r, "ncclSend/ncclRecv (alltoall)");
+    }
+#endif
+    if (2 * bytes > g->pinned_cap)
+        return herd__status_set(HERD_ERR_INTERNAL, "staging buffer smaller than its alltoall");
+    cudaError_t err = stage_in(g, send, bytes);
+    char *out = (char *)g->pinned + bytes;
+    int rc = g->host->alltoall(g->host, g->pinned, out, count, dtype);
+    return stage_out(g, recv, out, bytes, rc, err);
+}
+
 static void gpu_copy(void *be, void *dst, const void *src, size_t n)
 {
     gpu_backend_t *g = be;
@@ -724,7 +855,9 @@ int herd__gpu_backend_create(herd_backend_t **out, herd_ctrl_t *ctrl, const herd
     if (g == NULL)
         return herd__status_set(HERD_ERR_NO_MEMORY, "cannot allocate the GPU backend");
     g->base = (herd_backend_t){.name = "gpu", .allreduce = gpu_allreduce,
-                               .broadcast = gpu_broadcast, .copy = gpu_copy,
+                               .broadcast = gpu_broadcast, .allgather = gpu_allgather,
+                               .reducescatter = gpu_reducescatter,
+                               .alltoall = gpu_alltoall, .copy = gpu_copy,
                                .fusion_buffer = gpu_fusion_buffer, .finish = gpu_finish,
                                .before_group = gpu_before_group,
                                .after_group = gpu_after_group, .poll_op = gpu_poll_op,

@@ -586,6 +586,24 @@ static int hang(cudaStream_t stream)
     return 1;
 }
 
+/* ncclAvg: the sum divided by the number of ranks (the types the tests use). */
+static ncclResult_t average(void *buf, size_t count, ncclDataType_t type, int size)
+{
+    for (size_t i = 0; i < count; i++) {
+        if (type == ncclFloat32)
+            ((float *)buf)[i] /= (float)size;
+        else if (type == ncclFloat64)
+            ((double *)buf)[i] /= size;
+        else if (type == ncclInt32)
+            ((int32_t *)buf)[i] /= size;
+        else if (type == ncclInt64)
+            ((int64_t *)buf)[i] /= size;
+        else
+            return ncclInvalidArgument;
+    }
+    return ncclSuccess;
+}
+
 ncclResult_t ncclAllReduce(const void *send, void *recv, size_t count, ncclDataType_t type,
                            ncclRedOp_t op, ncclComm_t comm, cudaStream_t stream)
 {
@@ -597,21 +615,7 @@ ncclResult_t ncclAllReduce(const void *send, void *recv, size_t count, ncclDataT
     if (MPI_Allreduce(send == recv ? MPI_IN_PLACE : send, recv, (int)count, t, mpi_op(op),
                       comm->comm) != MPI_SUCCESS)
         return ncclSystemError;
-    if (op == ncclAvg) {
-        for (size_t i = 0; i < count; i++) {
-            if (type == ncclFloat32)
-                ((float *)recv)[i] /= (float)comm->size;
-            else if (type == ncclFloat64)
-                ((double *)recv)[i] /= comm->size;
-            else if (type == ncclInt32)
-                ((int32_t *)recv)[i] /= comm->size;
-            else if (type == ncclInt64)
-                ((int64_t *)recv)[i] /= comm->size;
-            else
-                return ncclInvalidArgument;
-        }
-    }
-    return ncclSuccess;
+    return op == ncclAvg ? average(recv, count, type, comm->size) : ncclSuccess;
 }
 
 ncclResult_t ncclBroadcast(const void *send, void *recv, size_t count, ncclDataType_t type,
@@ -649,15 +653,14 @@ ncclResult_t ncclReduceScatter(const void *send, void *recv, size_t recv_count,
                                cudaStream_t stream)
 {
     MPI_Datatype t = mpi_type(type);
-    if (t == MPI_DATATYPE_NULL || op == ncclAvg || mpi_op(op) == MPI_OP_NULL ||
-        recv_count > INT32_MAX)
+    if (t == MPI_DATATYPE_NULL || mpi_op(op) == MPI_OP_NULL || recv_count > INT32_MAX)
         return ncclInvalidArgument;
     if (hang(stream))
         return ncclSuccess;
-    return MPI_Reduce_scatter_block(send, recv, (int)recv_count, t, mpi_op(op), comm->comm) ==
-                   MPI_SUCCESS
-               ? ncclSuccess
-               : ncclSystemError;
+    if (MPI_Reduce_scatter_block(send, recv, (int)recv_count, t, mpi_op(op), comm->comm) !=
+        MPI_SUCCESS)
+        return ncclSystemError;
+    return op == ncclAvg ? average(recv, recv_count, type, comm->size) : ncclSuccess;
 }
 
 /* Point to point runs eagerly (MPI_Sendrecv pairs are not modelled): a send must be matched by

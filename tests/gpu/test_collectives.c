@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "gpu_kinds.h"
 #include "gpu_test.h"
 #include "herd.h"
 
@@ -356,6 +357,7 @@ int main(int argc, char **argv)
         {"broadcast_each_root_in_turn", test_broadcast_each_root_in_turn},
         {"host_and_gpu_together", test_host_and_gpu_together},
         {"fusion_buffer_grows", test_fusion_buffer_grows},
+        {"other_kinds", gt_test_other_kinds},
         {"restart", test_restart},
     };
     return gt_main(argc, argv, "gpu_collectives", tests, sizeof tests / sizeof tests[0]);

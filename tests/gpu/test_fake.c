@@ -18,6 +18,7 @@
 #include <string.h>
 
 #include "fake_cuda.h"
+#include "gpu_kinds.h"
 #include "gpu_test.h"
 #include "herd.h"
 
@@ -349,6 +350,8 @@ int main(int argc, char **argv)
         {"fusion_malloc_fails_on_one_rank", test_fusion_malloc_fails_on_one_rank},
         {"stream_wait_fails_on_one_rank", test_stream_wait_fails_on_one_rank},
         {"device_work_does_not_block_herd", test_device_work_does_not_block_herd},
+        {"other_kinds_on_the_device", gt_test_other_kinds},
+        /* Last: it stops the GPU plane for the rest of the process. */
         {"hung_collective_is_aborted", test_hung_collective_is_aborted},
     };
     static const mt_test_t old_nccl[] = {{"old_nccl_refused", test_old_nccl_refused}};

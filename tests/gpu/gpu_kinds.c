@@ -1,0 +1,116 @@
+/* gpu_kinds.c - see gpu_kinds.h. */
+#include "gpu_kinds.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include <cuda_runtime_api.h>
+
+#include "gpu_test.h"
+#include "herd.h"
+#include "mpi_test.h"
+
+enum { N = 1027 };
+
+/* Allgather, reduce-scatter (equal parts, AVERAGE, rows that do not divide) and all-to-all of
+ * device memory, exact, through NCCL or the staging plane (the ctest entry chooses). */
+void gt_test_other_kinds(void)
+{
+    size_t fs = sizeof(float);
+    uint64_t salt = mt_mix(77);
+    /* allgather: every rank's N values, in rank order */
+    float *host = mt_alloc((size_t)N * (size_t)mt_size * fs);
+    mt_fill(HERD_FLOAT32, MT_BCAST, mt_rank, salt, host, N);
+    float *send = gt_dev_alloc((size_t)N * fs), *recv = gt_dev_alloc((size_t)N * mt_size * fs);
+    gt_to_device(send, host, (size_t)N * fs);
+    herd_handle_t h = 0;
+    MT_CHECK_STATUS(herd_allgather("fake.ag", send, recv, N, HERD_FLOAT32, gt_device, &h),
+                    HERD_OK);
+    MT_CHECK_STATUS(mt_wait(h, "fake.ag"), HERD_OK);
+    gt_to_host(host, recv, (size_t)N * mt_size * fs);
+    int bad = 0;
+    for (int r = 0; r < mt_size; r++)
+        for (int64_t i = 0; i < N; i++)
+            bad += host[r * N + i] != (float)mt_value(HERD_FLOAT32, MT_BCAST, r, i, salt);
+    MT_CHECK(bad == 0);
+    GT_CUDA(cudaFree(send));
+    GT_CUDA(cudaFree(recv));
+    free(host);
+
+    /* reduce-scatter: SUM and AVERAGE of N per rank, then rows that do not divide */
+    const struct {
+        int op;
+        int64_t rows, row;
+    } rs[] = {{HERD_SUM, N * 2, 1}, {HERD_AVERAGE, N * 2, 1}, {HERD_MAX, 2 * 7 + 1, 3}};
+    for (size_t k = 0; k < sizeof rs / sizeof rs[0]; k++) {
+        int64_t count = rs[k].rows * rs[k].row;
+        int64_t mine = herd_reducescatter_rows(rs[k].rows, mt_size, mt_rank) * rs[k].row;
+        int64_t first = 0;
+        for (int r = 0; r < mt_rank; r++)
+            first += herd_reducescatter_rows(rs[k].rows, mt_size, r) * rs[k].row;
+        uint64_t s2 = mt_mix(80 + k);
+        host = mt_alloc((size_t)count * fs);
+        mt_fill(HERD_FLOAT32, rs[k].op, mt_rank, s2, host, count);
+        send = gt_dev_alloc((size_t)count * fs);
+        recv = gt_dev_alloc((size_t)(mine > 0 ? mine : 1) * fs);
+        gt_to_device(send, host, (size_t)count * fs);
+        char name[32];
+        snprintf(name, sizeof name, "fake.rs.%zu", k);
+        MT_CHECK_STATUS(herd_reducescatterv(name, send, recv, rs[k].rows, rs[k].row,
+                                            HERD_FLOAT32, rs[k].op, gt_device, &h),
+                        HERD_OK);
+        MT_CHECK_STATUS(mt_wait(h, name), HERD_OK);
+        float *got = mt_alloc((size_t)(mine > 0 ? mine : 1) * fs);
+        gt_to_host(got, recv, (size_t)mine * fs);
+        int64_t wrong = 0; /* element i is the reduction of element first + i */
+        for (int64_t i = 0; i < mine; i++) {
+            double acc = 0;
+            for (int r = 0; r < mt_size; r++) {
+                double v = (double)mt_value(HERD_FLOAT32, rs[k].op, r, first + i, s2);
+                acc = r == 0 ? v : rs[k].op == HERD_MAX ? (v > acc ? v : acc) : acc + v;
+            }
+            if (rs[k].op == HERD_AVERAGE)
+                acc /= mt_size;
+            wrong += (double)got[i] != acc;
+        }
+        MT_CHECK(wrong == 0);
+        GT_CUDA(cudaFree(send));
+        GT_CUDA(cudaFree(recv));
+        free(host);
+        free(got);
+    }
+
+    /* all-to-all: block d of rank s holds s * 1000 + d * 10 + i */
+    enum { PER = 5 };
+    int32_t *ih = mt_alloc((size_t)PER * mt_size * sizeof *ih);
+    for (int d = 0; d < mt_size; d++)
+        for (int i = 0; i < PER; i++)
+            ih[d * PER + i] = mt_rank * 1000 + d * 10 + i;
+    int32_t *isend = gt_dev_alloc((size_t)PER * mt_size * sizeof *isend);
+    int32_t *irecv = gt_dev_alloc((size_t)PER * mt_size * sizeof *irecv);
+    gt_to_device(isend, ih, (size_t)PER * mt_size * sizeof *ih);
+    MT_CHECK_STATUS(herd_alltoall("fake.a2a", isend, irecv, PER, HERD_INT32, gt_device, &h),
+                    HERD_OK);
+    MT_CHECK_STATUS(mt_wait(h, "fake.a2a"), HERD_OK);
+    gt_to_host(ih, irecv, (size_t)PER * mt_size * sizeof *ih);
+    bad = 0;
+    for (int s = 0; s < mt_size; s++)
+        for (int i = 0; i < PER; i++)
+            bad += ih[s * PER + i] != s * 1000 + mt_rank * 10 + i;
+    MT_CHECK(bad == 0);
+    GT_CUDA(cudaFree(isend));
+    GT_CUDA(cudaFree(irecv));
+    free(ih);
+    /* The variable-size forms and scaling stay host-only, refused at submit. */
+    void *out = NULL;
+    int64_t counts[8];
+    float *d1 = gt_dev_alloc(4 * fs);
+    MT_CHECK_STATUS(herd_allgatherv("fake.agv", d1, 4, 1, HERD_FLOAT32, gt_device, &out, counts,
+                                    &h),
+                    HERD_ERR_NOT_SUPPORTED);
+    MT_CHECK_STATUS(herd_push_pull_scaled("fake.scaled", d1, d1, 4, HERD_FLOAT32, HERD_SUM, 2.0,
+                                          1.0, gt_device, &h),
+                    HERD_ERR_NOT_SUPPORTED);
+    GT_CUDA(cudaFree(d1));
+}
+

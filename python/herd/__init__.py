@@ -59,6 +59,7 @@ from ._capi import (
     UINT8,
 )
 from ._buffers import DTYPES
+from ._build_info import build_info
 from ._core import (
     OPS,
     Handle,
@@ -101,7 +102,7 @@ library_path = _capi.path
 __all__ = [
     "init", "shutdown", "is_initialized", "rank", "size", "local_rank", "local_size", "declare",
     "push_pull", "push_pull_async", "broadcast", "broadcast_async", "Handle",
-    "version", "abi_version", "library_path", "status_name", "strerror",
+    "version", "abi_version", "library_path", "build_info", "status_name", "strerror",
     "HerdError", "InvalidArgumentError", "InvalidUsageError", "NotFoundError",
     "NotSupportedError", "NoMemoryError", "BackendError", "MismatchError", "HerdTimeoutError",
     "ShutdownError", "InternalError",

@@ -53,11 +53,12 @@ print("rank", r, "of", n, "exact")
 }
 
 step "pip install . (build isolation)"
-"$py" -m pip install -q -C build-dir="$work/skbuild" "$src"
+"$py" -m pip install -q --config-settings=build-dir="$work/skbuild" "$src"
 check_job
 
 step "pip wheel . (no build isolation, same build directory)"
-"$py" -m pip wheel -q --no-build-isolation --no-deps -C build-dir="$work/skbuild" -w "$work/wheels" "$src"
+"$py" -m pip wheel -q --no-build-isolation --no-deps \
+    --config-settings=build-dir="$work/skbuild" -w "$work/wheels" "$src"
 whl=$(ls "$work/wheels"/herd-*.whl)
 echo "wheel: $(basename "$whl")"
 "$py" - "$whl" <<'PY'

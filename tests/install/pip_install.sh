@@ -5,8 +5,9 @@
 #      PYTHONPATH or LD_LIBRARY_PATH: `python -m herd --version`, and `herdrun -np 2 python -c`
 #      reducing exact values; the loaded libherd must be the one inside the venv.
 #   2. `pip wheel .` reusing the same CMake build directory (no build isolation: the venv sees
-#      scikit-build-core installed by scripts/deps.sh), its contents checked, then the package
-#      uninstalled and the wheel installed, and the same job run again.
+#      scikit-build-core installed by scripts/deps.sh) with a CMake option passed through
+#      (HERD_WITH_CUDA=OFF: only the data-plane stub recompiles), its contents checked, then the
+#      package uninstalled and the wheel installed, and the same job run again.
 # Usage: pip_install.sh <source dir> <work dir>
 set -euo pipefail
 src=$1 work=$2
@@ -58,11 +59,12 @@ check_job
 
 step "pip wheel . (no build isolation, same build directory)"
 "$py" -m pip wheel -q --no-build-isolation --no-deps \
-    --config-settings=build-dir="$work/skbuild" -w "$work/wheels" "$src"
+    --config-settings=build-dir="$work/skbuild" \
+    --config-settings=cmake.define.HERD_WITH_CUDA=OFF -w "$work/wheels" "$src"
 whl=$(ls "$work/wheels"/herd-*.whl)
 echo "wheel: $(basename "$whl")"
 "$py" - "$whl" <<'PY'
-import sys, zipfile
+import json, sys, zipfile
 names = set(zipfile.ZipFile(sys.argv[1]).namelist())
 need = {"herd/__init__.py", "herd/run.py", "herd/__main__.py", "herd/libherd.so.1",
         "herd/herd_build_info.json"}
@@ -70,6 +72,8 @@ missing = need - names
 stray = [n for n in names if n.startswith(("lib/", "include/", "herd/lib/"))]
 assert not missing, f"wheel lacks {sorted(missing)}"
 assert not stray, f"wheel holds {stray}"
+info = json.loads(zipfile.ZipFile(sys.argv[1]).read("herd/herd_build_info.json"))
+assert info["with_cuda_option"] == "OFF" and info["cuda"] is False, info
 PY
 "$py" -m pip uninstall -q -y herd
 "$py" -m pip install -q --no-deps "$whl"

@@ -16,7 +16,8 @@ enum {
     BENCH_SEC_TINY = 1 << 2,
     BENCH_SEC_WORKLOAD = 1 << 3,
     BENCH_SEC_SWEEP = 1 << 4,
-    BENCH_SEC_ALL = (1 << 5) - 1
+    BENCH_SEC_COLLECTIVES = 1 << 5,
+    BENCH_SEC_ALL = (1 << 6) - 1
 };
 
 enum { BENCH_MAX_WORKLOADS = 16 };

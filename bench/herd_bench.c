@@ -33,7 +33,8 @@ static void usage(FILE *f)
 {
     fputs(
         "usage: mpirun -np N [mpirun flags] herd_bench [options]\n"
-        "  --only LIST         sections: idle,latency,tiny,workload,sweep (default: all)\n"
+        "  --only LIST         sections: idle,latency,tiny,workload,sweep,collectives\n"
+        "                      (default: all; collectives: allgather and reducescatter sweeps)\n"
         "  --workloads LIST    resnet50,bert_base,gpt2_small,mobilenet_v2 (default: all four)\n"
         "  --workload-dir DIR  where NAME.txt lives (default: ../shared/workloads if present,\n"
         "                      else the copy in the bench's source directory)\n"
@@ -70,6 +71,7 @@ static int parse_sections(const char *list, unsigned *out)
                  {"latency", BENCH_SEC_LATENCY},   {"tiny", BENCH_SEC_TINY},
                  {"workload", BENCH_SEC_WORKLOAD}, {"workloads", BENCH_SEC_WORKLOAD},
                  {"sweep", BENCH_SEC_SWEEP},       {"bandwidth", BENCH_SEC_SWEEP},
+                 {"collectives", BENCH_SEC_COLLECTIVES},
                  {"all", BENCH_SEC_ALL}};
     unsigned bits = 0;
     const char *p = list;
@@ -685,6 +687,159 @@ static void section_sweep(bench_t *b)
     free(s.buf);
 }
 
+/* ---- allgather and reducescatter sweeps ------------------------------------------------------
+ * herd_allgather vs MPI_Allgather and herd_reducescatter (sum) vs MPI_Reduce_scatter_block on
+ * one float32 tensor per step, interleaved, sizes as the allreduce sweep. Sizes are what one rank
+ * contributes (allgather) or holds before the scatter (reducescatter). busbw uses NCCL's
+ * factor for both, (n-1)/n of the gathered / reduced bytes. */
+
+typedef struct coll_sweep {
+    bench_t *b;
+    float *send, *recv;
+    int64_t count; /* allgather: per rank; reducescatter: the whole input (a multiple of n) */
+    int gather;
+    char name[64];
+} coll_sweep_t;
+
+static void coll_prepare(void *ctx)
+{
+    coll_sweep_t *s = ctx;
+    for (int64_t k = 0; k < s->count; k++)
+        s->send[k] = bench_rank_value(1, k, s->b->rank, s->b->size);
+}
+
+static int64_t coll_verify(void *ctx, const char *method)
+{
+    coll_sweep_t *s = ctx;
+    int n = s->b->size, me = s->b->rank;
+    int64_t bad = 0, total = s->gather ? s->count * n : s->count / n;
+    for (int64_t k = 0; k < total; k++) {
+        float want = s->gather ? bench_rank_value(1, k % s->count, (int)(k / s->count), n)
+                               : bench_value(1, me * total + k) * (float)n;
+        if (s->recv[k] != want && bad++ == 0)
+            fprintf(stderr,
+                    "herd_bench: rank %d: WRONG RESULT: %s, method %s: element %lld is %.9g, "
+                    "expected %.9g\n",
+                    me, s->name, method, (long long)k, s->recv[k], want);
+    }
+    return bad;
+}
+
+static void coll_herd(void *arg)
+{
+    coll_sweep_t *s = arg;
+    herd_handle_t h = 0;
+    int rc = s->gather ? herd_allgather(s->name, s->send, s->recv, s->count, HERD_FLOAT32,
+                                        HERD_DEVICE_CPU, &h)
+                       : herd_reducescatter(s->name, s->send, s->recv, s->count / s->b->size,
+                                            HERD_FLOAT32, HERD_SUM, HERD_DEVICE_CPU, &h);
+    bench_herd_check(rc, s->gather ? "herd_allgather" : "herd_reducescatter", s->name);
+    bench_herd_wait(h, s->name, s->b->opt.wait_ms);
+}
+
+static void coll_mpi(void *arg)
+{
+    coll_sweep_t *s = arg;
+    if (s->gather)
+        MPI_Allgather(s->send, (int)s->count, MPI_FLOAT, s->recv, (int)s->count, MPI_FLOAT,
+                      MPI_COMM_WORLD);
+    else
+        MPI_Reduce_scatter_block(s->send, s->recv, (int)(s->count / s->b->size), MPI_FLOAT,
+                                 MPI_SUM, MPI_COMM_WORLD);
+}
+
+static void section_collectives(bench_t *b)
+{
+    int n = b->size;
+    int64_t max_bytes = b->opt.max_bytes / n > 0 ? b->opt.max_bytes / n : b->opt.max_bytes;
+    coll_sweep_t s = {.b = b};
+    size_t cap = (size_t)max_bytes * (size_t)n + 64;
+    if (posix_memalign((void **)&s.send, 64, cap) != 0 ||
+        posix_memalign((void **)&s.recv, 64, cap) != 0) {
+        fprintf(stderr, "herd_bench: rank %d: cannot allocate the collectives sweep\n",
+                b->rank);
+        MPI_Abort(MPI_COMM_WORLD, 6);
+    }
+    memset(s.send, 0, cap);
+    memset(s.recv, 0, cap);
+    double busf = n > 1 ? (double)(n - 1) / n : 0.0;
+    bench_json_begin(b, "collectives");
+    int64_t bad = 0;
+    for (int gather = 1; gather >= 0; gather--) {
+        s.gather = gather;
+        const char *what = gather ? "allgather" : "reducescatter";
+        bench_text(b,
+                   "\n== %s sweep: one float32 tensor, herd vs %s; interleaved; bytes = %s; "
+                   "busbw = algbw * (n-1)/n, algbw over the %s bytes\n",
+                   what, gather ? "MPI_Allgather" : "MPI_Reduce_scatter_block",
+                   gather ? "each rank's part" : "each rank's input",
+                   gather ? "gathered" : "input");
+        bench_text(b, "   %9s %6s | %-38s %7s | %-38s %7s | %7s\n", "bytes", "iters",
+                   "herd us: median [min - max]", "busbw", "MPI us: median [min - max]",
+                   "busbw", "herd/MPI");
+        bench_json_array(b, what);
+        for (int64_t bytes = b->opt.min_bytes; bytes <= max_bytes;
+             bytes *= b->opt.sweep_factor) {
+            s.count = bytes / (int64_t)sizeof(float);
+            if (!gather)
+                s.count -= s.count % n;
+            if (s.count == 0)
+                continue;
+            snprintf(s.name, sizeof s.name, "%s.%lld", what, (long long)bytes);
+            int64_t moved = gather ? bytes * n : bytes;
+            int64_t auto_iters = (INT64_C(256) << 20) / moved;
+            int lo = b->opt.quick ? 3 : 5, hi = b->opt.quick ? 20 : 300;
+            int iters = b->opt.iters > 0 ? b->opt.iters
+                                         : (int)(auto_iters < lo   ? lo
+                                                 : auto_iters > hi ? hi
+                                                                   : auto_iters);
+            int warmup = b->opt.warmup >= 0 ? b->opt.warmup : (bytes <= (1 << 20) ? 10 : 2);
+            const bench_method_t m[2] = {{"herd", "herd", coll_herd, &s},
+                                         {"mpi", gather ? "MPI_Allgather"
+                                                        : "MPI_Reduce_scatter_block",
+                                          coll_mpi, &s}};
+            const bench_checker_t chk = {coll_prepare, coll_verify, &s};
+            double *wall = calloc((size_t)(2 * iters), sizeof *wall);
+            double *cpu = calloc((size_t)(2 * iters), sizeof *cpu);
+            coll_prepare(&s);
+            bench_run_interleaved(b, m, 2, warmup, iters, &chk, wall, cpu);
+            bad += bench_check_methods(b, m, 2, &chk);
+            bench_stat_t w[2];
+            double bus[2];
+            for (int k = 0; k < 2; k++) {
+                w[k] = bench_stat_scale(bench_stat(wall + k * iters, iters), 1e6);
+                bus[k] = (double)moved / w[k].median / 1e3 * busf;
+            }
+            char sz[32];
+            bench_text(b, "   %9s %6d | %11.2f [%10.2f - %10.2f] %7.2f | %11.2f [%10.2f - "
+                          "%10.2f] %7.2f | %7.2f\n",
+                       bench_fmt_bytes(bytes, sz, sizeof sz), iters, w[0].median, w[0].min,
+                       w[0].max, bus[0], w[1].median, w[1].min, w[1].max, bus[1],
+                       w[0].median / w[1].median);
+            bench_json_begin(b, NULL);
+            bench_json_int(b, "bytes", (long long)bytes);
+            bench_json_int(b, "iters", iters);
+            for (int k = 0; k < 2; k++) {
+                bench_json_begin(b, m[k].key);
+                bench_json_stat(b, "us", w[k]);
+                bench_json_num(b, "busbw_GBps", bus[k]);
+                bench_json_end(b);
+            }
+            bench_json_num(b, "herd_over_mpi", w[0].median / w[1].median);
+            bench_json_end(b);
+            free(wall);
+            free(cpu);
+            if (bytes > INT64_MAX / b->opt.sweep_factor)
+                break;
+        }
+        bench_json_array_end(b);
+    }
+    bench_json_int(b, "wrong", (long long)bad);
+    bench_json_end(b);
+    free(s.send);
+    free(s.recv);
+}
+
 /* ---- header -------------------------------------------------------------------------------- */
 
 /* Settings that change results: HERD_* and the MCA parameters a user set (mpirun --mca ...). */
@@ -829,7 +984,7 @@ int main(int argc, char **argv)
     bench_json_begin(&b, NULL);
     print_header(&b, provided);
 
-    double sec[5] = {NAN, NAN, NAN, NAN, NAN}; /* idle, latency, tiny, workload, sweep */
+    double sec[6] = {NAN, NAN, NAN, NAN, NAN, NAN}; /* idle ... sweep, collectives */
     double t0 = bench_wall();
     if (b.opt.sections & BENCH_SEC_IDLE) {
         /* Warm herd up (threads started, names negotiated, buffers grown), then let it idle. */
@@ -873,9 +1028,14 @@ int main(int argc, char **argv)
         section_sweep(&b);
         sec[4] = section_done(&b, &t0);
     }
-    static const char *const sec_names[5] = {"idle", "latency", "tiny", "workload", "sweep"};
+    if (b.opt.sections & BENCH_SEC_COLLECTIVES) {
+        section_collectives(&b);
+        sec[5] = section_done(&b, &t0);
+    }
+    static const char *const sec_names[6] = {"idle",     "latency", "tiny",
+                                             "workload", "sweep",   "collectives"};
     bench_json_begin(&b, "section_seconds");
-    for (int i = 0; i < 5; i++)
+    for (int i = 0; i < 6; i++)
         if (!isnan(sec[i]))
             bench_json_num(&b, sec_names[i], sec[i]);
     bench_json_end(&b);

@@ -119,6 +119,10 @@ static void check_state(const herd_negotiator_t *n)
         CHECK(si->name[si->name_len] == '\0');
     }
     CHECK(in_use + n->nfree == n->nslots);
+    int joined = 0;
+    for (int r = 0; r < n->nranks; r++)
+        joined += n->joined[r] != 0;
+    CHECK(joined == n->njoined && n->njoined < n->nranks);
     for (int64_t i = 0; i < n->nfree; i++) {
         int64_t s = n->free_slots[i];
         CHECK(s >= 0 && s < n->nslots && !n->slots[s].in_use);
@@ -138,7 +142,12 @@ static void check_state(const herd_negotiator_t *n)
     CHECK(n->nevents >= 0);
     for (int64_t i = 0; i < n->nevents; i++) {
         const herd_neg_event_t *ev = &n->events[i];
-        CHECK(ev->type >= HERD_EVENT_NEW_SLOT && ev->type <= HERD_EVENT_EXPIRED);
+        CHECK(ev->type >= HERD_EVENT_NEW_SLOT && ev->type <= HERD_EVENT_JOINED);
+        if (ev->type == HERD_EVENT_JOINED) {
+            /* Every rank joined: the last one is named, and nothing runs in that round. */
+            CHECK(ev->slot >= 0 && ev->slot < n->nranks && n->nready == 0);
+            continue;
+        }
         CHECK(ev->name != NULL && ev->name_len >= 1 && ev->name_len <= HERD_MAX_NAME_LEN);
         if (ev->type == HERD_EVENT_NEW_SLOT)
             CHECK(ev->slot >= 0 && ev->slot < n->nslots);
@@ -165,7 +174,8 @@ static void trace(const herd_negotiator_t *n, const char *what, int round)
     for (int64_t i = 0; i < n->nready; i++)
         fprintf(stderr, "  ready slot %lld '%s'\n", (long long)n->ready[i],
                 n->slots[n->ready[i]].name);
-    static const char *const types[] = {"NEW_SLOT", "EVICTED", "ERROR", "STALLED", "EXPIRED"};
+    static const char *const types[] = {"NEW_SLOT", "EVICTED", "ERROR",
+                                        "STALLED",  "EXPIRED", "JOINED"};
     for (int64_t i = 0; i < n->nevents; i++) {
         const herd_neg_event_t *ev = &n->events[i];
         fprintf(stderr, "  %s slot %lld '%.*s' status %d%s%s\n", types[ev->type],
@@ -180,6 +190,7 @@ static void check_same(const herd_negotiator_t *a, const herd_negotiator_t *b)
     CHECK(a->nslots == b->nslots && a->nfree == b->nfree && a->npending == b->npending);
     CHECK(a->nready == b->nready && a->nevents == b->nevents);
     CHECK(a->malformed == b->malformed);
+    CHECK(a->njoined == b->njoined && a->last_joined == b->last_joined);
     for (int64_t i = 0; i < a->nready; i++)
         CHECK(a->ready[i] == b->ready[i]);
     for (int64_t i = 0; i < a->nevents; i++) {

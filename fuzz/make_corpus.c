@@ -68,6 +68,7 @@ static herd_wire_request_t request(const char *name, int kind, int dtype, int op
     r.attrs.root = root;
     r.attrs.device = HERD_DEVICE_CPU;
     r.attrs.count = count;
+    r.attrs.row = 1;
     r.priority = priority;
     r.evict_slot = evict;
     r.name = name;
@@ -192,6 +193,35 @@ static void wire_corpus(void)
         ask(in, r, allreduce("c", 1, 2));
     round_end(in, 0, 0);
     save(in, "evict_reuse");
+
+    /* The other kinds (ABI 2): allgather, allgatherv with rows of 3 and counts that differ,
+     * reduce-scatter in rows, all-to-all with counts, a barrier; then ranks 1 and 2 join, a
+     * name only rank 0 asks completes (the joined take part), and rank 0's join ends it. */
+    start(in, 3, 0, 0);
+    for (int r = 0; r < 3; r++) {
+        herd_wire_request_t q = request("ag", HERD_KIND_ALLGATHER, HERD_INT32, HERD_SUM, -1, 5,
+                                        0, -1);
+        ask(in, r, q);
+        q = request("agv", HERD_KIND_ALLGATHERV, HERD_FLOAT32, HERD_SUM, -1, 3 * r, 1, -1);
+        q.attrs.row = 3;
+        ask(in, r, q);
+        q = request("rs", HERD_KIND_REDUCESCATTER, HERD_FLOAT16, HERD_AVERAGE, -1, 28, 2, -1);
+        q.attrs.row = 4;
+        ask(in, r, q);
+        q = request("a2av", HERD_KIND_ALLTOALLV, HERD_INT64, HERD_SUM, -1, 2 * (r + 1), 3, -1);
+        q.attrs.row = 2;
+        ask(in, r, q);
+        ask(in, r, request("bar", HERD_KIND_BARRIER, HERD_UINT8, HERD_SUM, -1, 0, 4, -1));
+    }
+    round_end(in, 0, 0);
+    ask(in, 1, request("herd.join", HERD_KIND_JOIN, HERD_UINT8, HERD_SUM, -1, 0, 5, -1));
+    ask(in, 2, request("herd.join", HERD_KIND_JOIN, HERD_UINT8, HERD_SUM, -1, 0, 5, -1));
+    round_end(in, 0, 0);
+    ask(in, 0, allreduce("after.join", 8, 6));
+    round_end(in, 0, 1);
+    ask(in, 0, request("herd.join", HERD_KIND_JOIN, HERD_UINT8, HERD_SUM, -1, 0, 5, -1));
+    round_end(in, 0, 0);
+    save(in, "collectives_and_join");
 
     /* Stalls: a cached slot ready on rank 0 only, and a name only ranks 0 and 1 asked for;
      * warnings at 0.5 s, timeouts at 1 s, then the rest fails as at shutdown. */

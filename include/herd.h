@@ -36,9 +36,9 @@ extern "C" {
 #endif
 
 /* Version of this header's ABI. herd_abi_version() returns the library's; they must match. */
-#define HERD_ABI_VERSION 1
+#define HERD_ABI_VERSION 2
 #define HERD_VERSION_MAJOR 0
-#define HERD_VERSION_MINOR 1
+#define HERD_VERSION_MINOR 2
 #define HERD_VERSION_PATCH 0
 
 /* A handle names one submitted operation. 0 is never a valid handle. Handles carry a generation
@@ -48,7 +48,7 @@ typedef int64_t herd_handle_t;
 /* Status codes. Values are pinned forever. */
 enum {
     HERD_OK = 0,
-    HERD_INPROGRESS = 1,         /* only from herd_poll_handle */
+    HERD_INPROGRESS = 1,         /* only from herd_poll_handle and herd_progress_handle */
     HERD_ERR_INVALID_ARG = -1,   /* a bad argument: NULL, negative count, unknown dtype/op... */
     HERD_ERR_INVALID_USAGE = -2, /* the right call at the wrong time: before init, duplicate... */
     HERD_ERR_NOT_FOUND = -3,     /* unknown, stale or already-waited handle */
@@ -58,7 +58,10 @@ enum {
     HERD_ERR_MISMATCH = -7,      /* ranks disagree about a tensor's count, dtype, op or root */
     HERD_ERR_TIMEOUT = -8,       /* a wait's own timeout passed; the handle stays valid */
     HERD_ERR_SHUTDOWN = -9,      /* the operation was pending when herd shut down */
-    HERD_ERR_INTERNAL = -10      /* a bug in herd; please report it with the message */
+    HERD_ERR_INTERNAL = -10,     /* a bug in herd; please report it with the message */
+    HERD_ERR_STALLED = -11       /* the operation itself timed out: some ranks never submitted
+                                    it (HERD_STALL_TIMEOUT_SECONDS); the handle is released and
+                                    the message names the tensor and the missing ranks */
 };
 
 /* Element types. Values are pinned forever. */
@@ -160,6 +163,151 @@ HERD_API int herd_broadcast(const char *name, void *buf, int64_t count, int dtyp
                             int device, herd_handle_t *handle_out);
 
 /*
+ * Allreduce with scaling: like herd_push_pull, but each rank's input is multiplied by
+ * `prescale` before the reduction and the result by `postscale` after it (1.0 and 1.0 make it
+ * herd_push_pull). Scaling computes in the dtype's working precision (float32 for float32,
+ * float16 and bfloat16; float64 for float64); integers are scaled in float64 and truncated
+ * toward zero. The input is never written out of place: prescaling happens on the way into the
+ * collective. With HERD_AVERAGE the division by the number of ranks comes before postscale.
+ * Scale factors are not checked across ranks.
+ * Ownership and thread safety: as herd_push_pull.
+ */
+HERD_API int herd_push_pull_scaled(const char *name, const void *sendbuf, void *recvbuf,
+                                   int64_t count, int dtype, int op, double prescale,
+                                   double postscale, int device, herd_handle_t *handle_out);
+
+/*
+ * Allgather: every rank contributes `count` elements of `sendbuf`; `recvbuf` (count * size
+ * elements) receives every rank's contribution in rank order on every rank. Every rank must
+ * submit the same name, count and dtype (else HERD_ERR_MISMATCH on every rank). Several ready
+ * allgathers of one dtype are fused into one collective. `sendbuf` is only read.
+ * Ownership: both buffers stay the caller's; valid (and sendbuf unmodified) until the handle
+ * completes. Thread safety: any thread.
+ */
+HERD_API int herd_allgather(const char *name, const void *sendbuf, void *recvbuf, int64_t count,
+                            int dtype, int device, herd_handle_t *handle_out);
+
+/*
+ * Allgather of different counts per rank (MPI_Allgatherv, Horovod's allgather of tensors whose
+ * first dimension differs). Each rank contributes `count` elements, a multiple of `row` (the
+ * elements per row, e.g. the product of a tensor's trailing dimensions), which must agree across
+ * ranks with dtype and name; counts are exchanged, not checked.
+ * When the handle completes with HERD_OK, herd has written:
+ *   counts_out[r]  (the caller's array of herd_size() entries): rank r's count, for every r;
+ *   *recvbuf_out   a buffer herd allocated holding every rank's elements in rank order (the sum
+ *                  of counts_out); NULL when that sum is 0. It belongs to the caller from then on
+ *                  and must be released with herd_free(ptr, device). Host buffers are 64-byte
+ *                  aligned; GPU buffers are memory of `device`.
+ * Both out-pointers are the caller's and must stay valid until the handle completes; herd writes
+ * nothing to them when the operation fails. Ownership of sendbuf: as herd_allgather.
+ * Thread safety: any thread.
+ */
+HERD_API int herd_allgatherv(const char *name, const void *sendbuf, int64_t count, int64_t row,
+                             int dtype, int device, void **recvbuf_out, int64_t *counts_out,
+                             herd_handle_t *handle_out);
+
+/*
+ * Reduce-scatter (equal parts): `sendbuf` holds recvcount * size elements; rank r receives in
+ * `recvbuf` (recvcount elements) the reduction with `op` over ranks of elements
+ * [r * recvcount, (r + 1) * recvcount). Name, count, dtype and op must agree across ranks.
+ * Several ready reduce-scatters of one dtype and op fuse into one collective.
+ * Ownership: as herd_push_pull (never in place: sendbuf and recvbuf must not overlap).
+ * Thread safety: any thread.
+ */
+HERD_API int herd_reducescatter(const char *name, const void *sendbuf, void *recvbuf,
+                                int64_t recvcount, int dtype, int op, int device,
+                                herd_handle_t *handle_out);
+
+/*
+ * Reduce-scatter of `rows` rows of `row` elements each (sendbuf: rows * row elements) whose row
+ * count need not divide by the number of ranks, split as Horovod splits a tensor's first
+ * dimension: rank r receives herd_reducescatter_rows(rows, size, r) rows, the first rows % size
+ * ranks one row more than the others, in rank order. `recvbuf` holds that many rows.
+ * Name, rows, row, dtype and op must agree across ranks. Ownership: as herd_reducescatter.
+ * Thread safety: any thread.
+ */
+HERD_API int herd_reducescatterv(const char *name, const void *sendbuf, void *recvbuf,
+                                 int64_t rows, int64_t row, int dtype, int op, int device,
+                                 herd_handle_t *handle_out);
+
+/* The rows rank `rank` receives from herd_reducescatterv of `rows` rows over `size` ranks:
+ * rows / size, plus one for the first rows % size ranks. -1 for a bad argument.
+ * Thread safety: any thread. */
+HERD_API int64_t herd_reducescatter_rows(int64_t rows, int size, int rank);
+
+/*
+ * All-to-all (equal parts): `sendbuf` holds size blocks of `count_per_rank` elements, block r
+ * for rank r; `recvbuf` (the same size) receives block r from rank r. Name, count and dtype must
+ * agree across ranks. Ownership: as herd_push_pull (never in place). Thread safety: any thread.
+ */
+HERD_API int herd_alltoall(const char *name, const void *sendbuf, void *recvbuf,
+                           int64_t count_per_rank, int dtype, int device,
+                           herd_handle_t *handle_out);
+
+/*
+ * All-to-all with a count per destination (MPI_Alltoallv, Horovod's alltoall with splits):
+ * `sendbuf` holds sendcounts[0] elements for rank 0, then sendcounts[1] for rank 1, ...
+ * (`sendcounts`: herd_size() entries, each a multiple of `row`, which must agree across ranks
+ * with dtype and name). When the handle completes with HERD_OK, herd has written
+ * recvcounts_out[r] (caller's array of herd_size() entries: what rank r sent to this rank) and
+ * *recvbuf_out, a buffer herd allocated with those elements in rank order (NULL when they sum
+ * to 0), which the caller owns from then on and releases with herd_free(ptr, device).
+ * `sendbuf`, `sendcounts` and both out-pointers stay the caller's and must stay valid (and the
+ * inputs unmodified) until the handle completes. Thread safety: any thread.
+ */
+HERD_API int herd_alltoallv(const char *name, const void *sendbuf, const int64_t *sendcounts,
+                            int64_t row, int dtype, int device, void **recvbuf_out,
+                            int64_t *recvcounts_out, herd_handle_t *handle_out);
+
+/*
+ * Barrier: completes once every rank has submitted a barrier of this name (any name, the same
+ * on every rank). Host-side; no data. Thread safety: any thread.
+ */
+HERD_API int herd_barrier(const char *name, herd_handle_t *handle_out);
+
+/*
+ * Join, for uneven data: a rank that has run out of data calls herd_join and from then on takes
+ * part in every operation the other ranks still submit, without submitting them itself:
+ * allreduce with the op's identity (0 for SUM and AVERAGE, 1 for PRODUCT, the dtype's largest
+ * value for MIN and smallest for MAX; AVERAGE divides by the number of ranks that have not
+ * joined), allgather and alltoall with zeros (equal forms) or nothing (variable forms),
+ * reduce-scatter with the identity (its own part is discarded), broadcast as a receiver
+ * (a broadcast whose root has joined fails on every rank with HERD_ERR_INVALID_USAGE), barrier.
+ * The join completes on every rank once every rank has joined; *last_rank_out (the caller's
+ * int, valid until the handle completes, like a buffer) then holds the last rank to join (the
+ * highest of those that joined in the same negotiation round). herd is then ready for the next
+ * epoch.
+ * Rules: a rank may call herd_join only with no other operation of its own in flight
+ * (HERD_ERR_INVALID_USAGE otherwise), and submits nothing until its join completes. GPU
+ * operations cannot run while a rank is joined (they fail with HERD_ERR_NOT_SUPPORTED on every
+ * rank). `device` is where the caller's data would live (HERD_DEVICE_CPU or a CUDA ordinal); it
+ * is recorded, not used, since join is host-side.
+ * Thread safety: any thread; not inside herd_group_start/herd_group_end.
+ */
+HERD_API int herd_join(int device, int *last_rank_out, herd_handle_t *handle_out);
+
+/*
+ * Groups, like ncclGroupStart/ncclGroupEnd: submissions on this thread between herd_group_start
+ * and the matching herd_group_end are handed to herd together at herd_group_end, so every rank
+ * negotiates them as one unit (all become ready in the same round, or none) and fuses them
+ * where their kinds allow. Each submission still returns its own handle at once. Groups nest;
+ * only the outermost end submits. If a submission inside the group fails, herd_group_end
+ * submits none of the group: it completes every handle of the group with
+ * HERD_ERR_INVALID_USAGE (naming the failed member) and returns HERD_ERR_INVALID_USAGE.
+ * herd_group_end without herd_group_start is HERD_ERR_INVALID_USAGE. herd_join may not be grouped.
+ * Thread safety: per thread.
+ */
+HERD_API int herd_group_start(void);
+HERD_API int herd_group_end(void);
+
+/*
+ * Releases a buffer herd allocated for a variable-size result (herd_allgatherv,
+ * herd_alltoallv). `device` is the one the operation was submitted with. NULL is ignored.
+ * Thread safety: any thread.
+ */
+HERD_API int herd_free(void *ptr, int device);
+
+/*
  * Returns HERD_INPROGRESS while the operation runs, then its final status (HERD_OK or an error).
  * Never blocks and never releases the handle: wait on it once to release it.
  * Thread safety: any thread; lock-free.
@@ -172,13 +320,26 @@ HERD_API int herd_poll_handle(herd_handle_t handle);
  * the handle: waiting on it again is HERD_ERR_NOT_FOUND. When the wait's own timeout passes it
  * returns HERD_ERR_TIMEOUT and the handle stays valid (herd_poll_handle still says
  * HERD_INPROGRESS) and may be waited on again. An operation that itself timed out (the stall
- * inspector, HERD_STALL_TIMEOUT_SECONDS) is a completion with HERD_ERR_TIMEOUT: released, and its
- * message names the tensor and the ranks that never submitted it.
+ * inspector, HERD_STALL_TIMEOUT_SECONDS) completes with HERD_ERR_STALLED: released, and its
+ * message names the tensor and the ranks that never submitted it. Only HERD_ERR_TIMEOUT leaves
+ * the handle live.
  * A wait without a deadline (-1) may run the rounds its operation needs on the calling thread.
  * Thread safety: any thread; two threads waiting on one handle get it once, the other
  * HERD_ERR_NOT_FOUND.
  */
 HERD_API int herd_wait_handle(herd_handle_t handle, int64_t timeout_ms);
+
+/*
+ * herd_wait_handle(handle, -1) cut into slices, for callers that must stay responsive (Python
+ * handles Ctrl-C between slices): like a wait without deadline it may run the rounds its
+ * operation needs on the calling thread, then sleeps at most `slice_ms` for the rest. Returns
+ * HERD_INPROGRESS when the slice ended first (the handle stays valid: call again), else the
+ * operation's final status, releasing the handle as herd_wait_handle does. A round this thread
+ * started is always finished first: if a peer stops answering inside one, this blocks like
+ * herd_wait_handle(handle, -1) (use herd_wait_handle with a deadline where that matters).
+ * Thread safety: as herd_wait_handle.
+ */
+HERD_API int herd_progress_handle(herd_handle_t handle, int64_t slice_ms);
 
 /* A constant sentence describing a status code ("unknown status" for others).
  * Thread safety: any thread. */

@@ -1,12 +1,16 @@
 /* api.c - every public entry point: argument checks and state checks, then hand-off to the
  * runtime. No MPI here. Each check names the argument and its value. */
+#include <math.h>
 #include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
 #include "backend/gpu.h"
 #include "dtype.h"
 #include "herd.h"
+#include "op_kind.h"
 #include "runtime.h"
 #include "status.h"
 #include "util/clock.h"
@@ -118,10 +122,41 @@ static _Thread_local void *tls_cuda_stream;
  * so its next submission need not wake the coordinator thread (see herd__queue_push). */
 static _Thread_local int tls_drives_own_waits;
 
-/* Declares the name, claims it for this op, takes a handle slot and queues the request. */
+/* herd_group_start/end: this thread's open group. Members are allocated and filled at once but
+ * queued together at the outermost end; the index list grows off the steady-state path. */
+static _Thread_local int tls_group_depth;
+static _Thread_local uint32_t *tls_group_ops;
+static _Thread_local uint32_t tls_group_len, tls_group_cap;
+static _Thread_local int tls_group_failed;
+static _Thread_local char tls_group_why[HERD_MAX_NAME_LEN + 200];
+
+static void group_failed(const char *name, int rc)
+{
+    if (tls_group_depth == 0 || tls_group_failed)
+        return;
+    tls_group_failed = 1;
+    snprintf(tls_group_why, sizeof tls_group_why,
+             "herd_group_end: the group was not submitted because its member '%.*s' failed "
+             "(%s)", HERD_MAX_NAME_LEN, name != NULL ? name : "(null)", herd_status_name(rc));
+}
+
+/* Declares the name, claims it for this op, takes a handle slot and queues the request (or,
+ * inside a group, keeps it for herd_group_end). */
 static int submit(herd_runtime_t *rt, const char *name, size_t name_len, herd_request_t *proto,
                   herd_handle_t *handle_out)
 {
+    if (atomic_load(&rt->queue.joined))
+        return herd__status_set(HERD_ERR_INVALID_USAGE,
+                                "tensor '%s': this rank has joined (herd_join) and submits "
+                                "nothing until its join completes", name);
+    if (tls_group_depth > 0 && tls_group_len == tls_group_cap) {
+        uint32_t cap = tls_group_cap ? tls_group_cap * 2 : 64;
+        uint32_t *p = realloc(tls_group_ops, cap * sizeof *p);
+        if (p == NULL)
+            return herd__status_set(HERD_ERR_NO_MEMORY, "cannot grow this thread's group");
+        tls_group_ops = p;
+        tls_group_cap = cap;
+    }
     herd_tensor_t *t = NULL;
     int rc = herd__registry_declare(&rt->registry, name, name_len, &t);
     if (rc != HERD_OK)
@@ -150,7 +185,12 @@ static int submit(herd_runtime_t *rt, const char *name, size_t name_len, herd_re
     *r = *proto;
     r->tensor = t;
     r->submit_ns = herd__clock_ns();
-    herd__queue_push(&rt->queue, index, tls_drives_own_waits);
+    if (r->kind == HERD_KIND_JOIN)
+        atomic_store(&rt->queue.joined, 1);
+    if (tls_group_depth > 0)
+        tls_group_ops[tls_group_len++] = index;
+    else
+        herd__queue_push(&rt->queue, index, tls_drives_own_waits);
     *handle_out = handle;
     return HERD_OK;
 }
@@ -163,14 +203,100 @@ static int begin_submit(const char *name, herd_handle_t *handle_out, size_t *nam
         return herd__status_set(HERD_ERR_INVALID_ARG, "handle_out is NULL");
     *handle_out = 0;
     int rc = check_name(name, name_len);
-    if (rc != HERD_OK)
+    if (rc != HERD_OK) {
+        group_failed(name, rc);
         return rc;
+    }
     *rt = herd__runtime();
-    return herd__runtime_enter(*rt);
+    rc = herd__runtime_enter(*rt);
+    if (rc != HERD_OK)
+        group_failed(name, rc);
+    return rc;
 }
 
-int herd_push_pull(const char *name, const void *sendbuf, void *recvbuf, int64_t count,
-                   int dtype, int op, int device, herd_handle_t *handle_out)
+/* Ends a submission that got past begin_submit: leaves the runtime, and inside a group
+ * remembers a failure for herd_group_end. */
+static int end_submit(herd_runtime_t *rt, const char *name, int rc)
+{
+    herd__runtime_leave(rt);
+    if (rc != HERD_OK)
+        group_failed(name, rc);
+    return rc;
+}
+
+/* Scale factors must be finite numbers; GPU memory has no scaling path yet (no kernels). */
+static int check_scale(const char *name, const char *what, double factor, int device)
+{
+    if (!isfinite(factor))
+        return herd__status_set(HERD_ERR_INVALID_ARG, "tensor '%s': %s %g is not finite", name,
+                                what, factor);
+    if (factor != 1.0 && device >= 0)
+        return herd__status_set(HERD_ERR_NOT_SUPPORTED,
+                                "tensor '%s': %s on GPU memory is not supported yet; scale the "
+                                "tensor on its stream instead", name, what);
+    return HERD_OK;
+}
+
+/* The kinds GPU memory supports so far: allreduce and broadcast (docs/gpu.md). */
+static int check_host_only(const char *name, const char *kind, int device)
+{
+    if (device >= 0)
+        return herd__status_set(HERD_ERR_NOT_SUPPORTED,
+                                "tensor '%s': %s of GPU memory is not supported yet (host memory "
+                                "only; GPU: push_pull and broadcast)", name, kind);
+    return HERD_OK;
+}
+
+/* n * m elements without overflowing the byte size. */
+static int check_product(const char *name, const char *what, int64_t n, int64_t m, int dtype,
+                         int64_t *out)
+{
+    int64_t limit = INT64_MAX / (int64_t)herd__dtype_size(dtype);
+    if (n < 0 || m < 0 || (m > 0 && n > limit / m))
+        return herd__status_set(HERD_ERR_INVALID_ARG,
+                                "tensor '%s': %s (%lld x %lld) is negative or overflows", name,
+                                what, (long long)n, (long long)m);
+    *out = n * m;
+    return HERD_OK;
+}
+
+/* Two buffers of different sizes must not overlap at all: these kinds are never in place. */
+static int check_disjoint(const char *name, const void *a, int64_t abytes, const void *b,
+                          int64_t bbytes)
+{
+    if (abytes == 0 || bbytes == 0)
+        return HERD_OK;
+    uintptr_t x = (uintptr_t)a, y = (uintptr_t)b;
+    if (x < y + (uintptr_t)bbytes && y < x + (uintptr_t)abytes)
+        return herd__status_set(HERD_ERR_INVALID_ARG,
+                                "tensor '%s': sendbuf and recvbuf overlap; this operation is "
+                                "never in place", name);
+    return HERD_OK;
+}
+
+static int check_row(const char *name, int64_t row, int64_t count)
+{
+    if (row < 1)
+        return herd__status_set(HERD_ERR_INVALID_ARG,
+                                "tensor '%s': row %lld must be at least 1 element", name,
+                                (long long)row);
+    if (count % row != 0)
+        return herd__status_set(HERD_ERR_INVALID_ARG,
+                                "tensor '%s': count %lld is not a multiple of the row of %lld "
+                                "elements", name, (long long)count, (long long)row);
+    return HERD_OK;
+}
+
+static int check_out_ptr(const char *name, const void *p, const char *what)
+{
+    if (p == NULL)
+        return herd__status_set(HERD_ERR_INVALID_ARG, "tensor '%s': %s is NULL", name, what);
+    return HERD_OK;
+}
+
+static int push_pull(const char *name, const void *sendbuf, void *recvbuf, int64_t count,
+                     int dtype, int op, double prescale, double postscale, int device,
+                     herd_handle_t *handle_out)
 {
     size_t name_len = 0;
     herd_runtime_t *rt = NULL;
@@ -178,6 +304,10 @@ int herd_push_pull(const char *name, const void *sendbuf, void *recvbuf, int64_t
     if (rc != HERD_OK)
         return rc;
     rc = check_count_dtype(name, count, dtype);
+    if (rc == HERD_OK)
+        rc = check_scale(name, "prescale", prescale, device);
+    if (rc == HERD_OK)
+        rc = check_scale(name, "postscale", postscale, device);
     if (rc == HERD_OK && !herd__op_valid(op))
         rc = herd__status_set(HERD_ERR_INVALID_ARG, "tensor '%s': unknown op %d", name, op);
     if (rc == HERD_OK)
@@ -190,12 +320,26 @@ int herd_push_pull(const char *name, const void *sendbuf, void *recvbuf, int64_t
         rc = check_overlap(name, sendbuf, recvbuf, count * (int64_t)herd__dtype_size(dtype));
     if (rc == HERD_OK) {
         herd_request_t proto = {.kind = HERD_KIND_ALLREDUCE, .dtype = dtype, .op = op,
-                                .root = -1, .device = device, .count = count,
+                                .root = -1, .device = device, .count = count, .row = 1,
+                                .prescale = prescale, .postscale = postscale,
                                 .sendbuf = sendbuf, .recvbuf = recvbuf};
         rc = submit(rt, name, name_len, &proto, handle_out);
     }
-    herd__runtime_leave(rt);
-    return rc;
+    return end_submit(rt, name, rc);
+}
+
+int herd_push_pull(const char *name, const void *sendbuf, void *recvbuf, int64_t count,
+                   int dtype, int op, int device, herd_handle_t *handle_out)
+{
+    return push_pull(name, sendbuf, recvbuf, count, dtype, op, 1.0, 1.0, device, handle_out);
+}
+
+int herd_push_pull_scaled(const char *name, const void *sendbuf, void *recvbuf, int64_t count,
+                          int dtype, int op, double prescale, double postscale, int device,
+                          herd_handle_t *handle_out)
+{
+    return push_pull(name, sendbuf, recvbuf, count, dtype, op, prescale, postscale, device,
+                     handle_out);
 }
 
 int herd_broadcast(const char *name, void *buf, int64_t count, int dtype, int root, int device,
@@ -218,13 +362,337 @@ int herd_broadcast(const char *name, void *buf, int64_t count, int dtype, int ro
         rc = check_buffer(name, "buf", buf, count, dtype, device);
     if (rc == HERD_OK) {
         herd_request_t proto = {.kind = HERD_KIND_BROADCAST, .dtype = dtype, .op = HERD_SUM,
-                                .root = root, .device = device, .count = count,
+                                .root = root, .device = device, .count = count, .row = 1,
+                                .prescale = 1.0, .postscale = 1.0,
                                 .sendbuf = buf, .recvbuf = buf};
         rc = submit(rt, name, name_len, &proto, handle_out);
+    }
+    return end_submit(rt, name, rc);
+}
+
+int herd_allgather(const char *name, const void *sendbuf, void *recvbuf, int64_t count,
+                   int dtype, int device, herd_handle_t *handle_out)
+{
+    size_t name_len = 0;
+    herd_runtime_t *rt = NULL;
+    int rc = begin_submit(name, handle_out, &name_len, &rt);
+    if (rc != HERD_OK)
+        return rc;
+    int size = atomic_load(&rt->size);
+    int64_t total = 0;
+    rc = check_count_dtype(name, count, dtype);
+    if (rc == HERD_OK)
+        rc = check_product(name, "count * ranks", count, size, dtype, &total);
+    if (rc == HERD_OK)
+        rc = check_device(name, device);
+    if (rc == HERD_OK)
+        rc = check_host_only(name, "allgather", device);
+    if (rc == HERD_OK)
+        rc = check_buffer(name, "sendbuf", sendbuf, count, dtype, device);
+    if (rc == HERD_OK)
+        rc = check_buffer(name, "recvbuf", recvbuf, total, dtype, device);
+    size_t esize = herd__dtype_size(dtype);
+    if (rc == HERD_OK)
+        rc = check_disjoint(name, sendbuf, count * (int64_t)esize, recvbuf,
+                            total * (int64_t)esize);
+    if (rc == HERD_OK) {
+        herd_request_t proto = {.kind = HERD_KIND_ALLGATHER, .dtype = dtype, .op = HERD_SUM,
+                                .root = -1, .device = device, .count = count, .row = 1,
+                                .prescale = 1.0, .postscale = 1.0,
+                                .sendbuf = sendbuf, .recvbuf = recvbuf};
+        rc = submit(rt, name, name_len, &proto, handle_out);
+    }
+    return end_submit(rt, name, rc);
+}
+
+int herd_allgatherv(const char *name, const void *sendbuf, int64_t count, int64_t row,
+                    int dtype, int device, void **recvbuf_out, int64_t *counts_out,
+                    herd_handle_t *handle_out)
+{
+    size_t name_len = 0;
+    herd_runtime_t *rt = NULL;
+    int rc = begin_submit(name, handle_out, &name_len, &rt);
+    if (rc != HERD_OK)
+        return rc;
+    rc = check_count_dtype(name, count, dtype);
+    if (rc == HERD_OK)
+        rc = check_row(name, row, count);
+    if (rc == HERD_OK)
+        rc = check_out_ptr(name, recvbuf_out, "recvbuf_out");
+    if (rc == HERD_OK)
+        rc = check_out_ptr(name, counts_out, "counts_out");
+    if (rc == HERD_OK)
+        rc = check_device(name, device);
+    if (rc == HERD_OK)
+        rc = check_host_only(name, "allgatherv", device);
+    if (rc == HERD_OK)
+        rc = check_buffer(name, "sendbuf", sendbuf, count, dtype, device);
+    if (rc == HERD_OK) {
+        herd_request_t proto = {.kind = HERD_KIND_ALLGATHERV, .dtype = dtype, .op = HERD_SUM,
+                                .root = -1, .device = device, .count = count, .row = row,
+                                .prescale = 1.0, .postscale = 1.0, .sendbuf = sendbuf,
+                                .counts_out = counts_out, .recvbuf_out = recvbuf_out};
+        rc = submit(rt, name, name_len, &proto, handle_out);
+    }
+    return end_submit(rt, name, rc);
+}
+
+static int reducescatter(const char *name, const void *sendbuf, void *recvbuf, int64_t rows,
+                         int64_t row, int dtype, int op, int device, herd_handle_t *handle_out)
+{
+    size_t name_len = 0;
+    herd_runtime_t *rt = NULL;
+    int rc = begin_submit(name, handle_out, &name_len, &rt);
+    if (rc != HERD_OK)
+        return rc;
+    int size = atomic_load(&rt->size), rank = atomic_load(&rt->rank);
+    int64_t count = 0;
+    rc = check_count_dtype(name, rows, dtype);
+    if (rc == HERD_OK && row < 1)
+        rc = check_row(name, row, 0);
+    if (rc == HERD_OK)
+        rc = check_product(name, "rows * row", rows, row, dtype, &count);
+    if (rc == HERD_OK && !herd__op_valid(op))
+        rc = herd__status_set(HERD_ERR_INVALID_ARG, "tensor '%s': unknown op %d", name, op);
+    if (rc == HERD_OK)
+        rc = check_device(name, device);
+    if (rc == HERD_OK)
+        rc = check_host_only(name, "reducescatter", device);
+    int64_t mine = rc == HERD_OK ? herd__rs_rows(rows, size, rank) * row : 0;
+    if (rc == HERD_OK)
+        rc = check_buffer(name, "sendbuf", sendbuf, count, dtype, device);
+    if (rc == HERD_OK)
+        rc = check_buffer(name, "recvbuf", recvbuf, mine, dtype, device);
+    size_t esize = herd__dtype_size(dtype);
+    if (rc == HERD_OK)
+        rc = check_disjoint(name, sendbuf, count * (int64_t)esize, recvbuf,
+                            mine * (int64_t)esize);
+    if (rc == HERD_OK) {
+        herd_request_t proto = {.kind = HERD_KIND_REDUCESCATTER, .dtype = dtype, .op = op,
+                                .root = -1, .device = device, .count = count, .row = row,
+                                .prescale = 1.0, .postscale = 1.0,
+                                .sendbuf = sendbuf, .recvbuf = recvbuf};
+        rc = submit(rt, name, name_len, &proto, handle_out);
+    }
+    return end_submit(rt, name, rc);
+}
+
+int herd_reducescatter(const char *name, const void *sendbuf, void *recvbuf, int64_t recvcount,
+                       int dtype, int op, int device, herd_handle_t *handle_out)
+{
+    /* recvcount elements per rank: recvcount * size rows of one element, split evenly. */
+    int size = herd_size();
+    int64_t rows = 0;
+    if (recvcount >= 0 && size > 0 && recvcount <= INT64_MAX / size)
+        rows = recvcount * size;
+    else if (size > 0)
+        rows = -1; /* refused below with the name */
+    return reducescatter(name, sendbuf, recvbuf, rows, 1, dtype, op, device, handle_out);
+}
+
+int herd_reducescatterv(const char *name, const void *sendbuf, void *recvbuf, int64_t rows,
+                        int64_t row, int dtype, int op, int device, herd_handle_t *handle_out)
+{
+    return reducescatter(name, sendbuf, recvbuf, rows, row, dtype, op, device, handle_out);
+}
+
+int64_t herd_reducescatter_rows(int64_t rows, int size, int rank)
+{
+    if (rows < 0 || size < 1 || rank < 0 || rank >= size)
+        return -1;
+    return herd__rs_rows(rows, size, rank);
+}
+
+int herd_alltoall(const char *name, const void *sendbuf, void *recvbuf, int64_t count_per_rank,
+                  int dtype, int device, herd_handle_t *handle_out)
+{
+    size_t name_len = 0;
+    herd_runtime_t *rt = NULL;
+    int rc = begin_submit(name, handle_out, &name_len, &rt);
+    if (rc != HERD_OK)
+        return rc;
+    int size = atomic_load(&rt->size);
+    int64_t total = 0;
+    rc = check_count_dtype(name, count_per_rank, dtype);
+    if (rc == HERD_OK)
+        rc = check_product(name, "count_per_rank * ranks", count_per_rank, size, dtype, &total);
+    if (rc == HERD_OK)
+        rc = check_device(name, device);
+    if (rc == HERD_OK)
+        rc = check_host_only(name, "alltoall", device);
+    if (rc == HERD_OK)
+        rc = check_buffer(name, "sendbuf", sendbuf, total, dtype, device);
+    if (rc == HERD_OK)
+        rc = check_buffer(name, "recvbuf", recvbuf, total, dtype, device);
+    int64_t bytes = total * (int64_t)herd__dtype_size(dtype);
+    if (rc == HERD_OK)
+        rc = check_disjoint(name, sendbuf, bytes, recvbuf, bytes);
+    if (rc == HERD_OK) {
+        herd_request_t proto = {.kind = HERD_KIND_ALLTOALL, .dtype = dtype, .op = HERD_SUM,
+                                .root = -1, .device = device, .count = total, .row = 1,
+                                .prescale = 1.0, .postscale = 1.0,
+                                .sendbuf = sendbuf, .recvbuf = recvbuf};
+        rc = submit(rt, name, name_len, &proto, handle_out);
+    }
+    return end_submit(rt, name, rc);
+}
+
+int herd_alltoallv(const char *name, const void *sendbuf, const int64_t *sendcounts,
+                   int64_t row, int dtype, int device, void **recvbuf_out,
+                   int64_t *recvcounts_out, herd_handle_t *handle_out)
+{
+    size_t name_len = 0;
+    herd_runtime_t *rt = NULL;
+    int rc = begin_submit(name, handle_out, &name_len, &rt);
+    if (rc != HERD_OK)
+        return rc;
+    int size = atomic_load(&rt->size);
+    int64_t total = 0;
+    rc = check_count_dtype(name, 0, dtype);
+    if (rc == HERD_OK)
+        rc = check_out_ptr(name, sendcounts, "sendcounts");
+    if (rc == HERD_OK)
+        rc = check_out_ptr(name, recvbuf_out, "recvbuf_out");
+    if (rc == HERD_OK)
+        rc = check_out_ptr(name, recvcounts_out, "recvcounts_out");
+    if (rc == HERD_OK)
+        rc = check_row(name, row, 0);
+    int64_t limit = INT64_MAX / (int64_t)(herd__dtype_size(dtype) ? herd__dtype_size(dtype) : 1);
+    for (int r = 0; rc == HERD_OK && r < size; r++) {
+        if (sendcounts[r] < 0 || sendcounts[r] > limit - total)
+            rc = herd__status_set(HERD_ERR_INVALID_ARG,
+                                  "tensor '%s': sendcounts[%d] = %lld is negative or makes the "
+                                  "total overflow", name, r, (long long)sendcounts[r]);
+        else if (sendcounts[r] % row != 0)
+            rc = herd__status_set(HERD_ERR_INVALID_ARG,
+                                  "tensor '%s': sendcounts[%d] = %lld is not a multiple of the "
+                                  "row of %lld elements", name, r, (long long)sendcounts[r],
+                                  (long long)row);
+        else
+            total += sendcounts[r];
+    }
+    if (rc == HERD_OK)
+        rc = check_device(name, device);
+    if (rc == HERD_OK)
+        rc = check_host_only(name, "alltoallv", device);
+    if (rc == HERD_OK)
+        rc = check_buffer(name, "sendbuf", sendbuf, total, dtype, device);
+    if (rc == HERD_OK) {
+        herd_request_t proto = {.kind = HERD_KIND_ALLTOALLV, .dtype = dtype, .op = HERD_SUM,
+                                .root = -1, .device = device, .count = total, .row = row,
+                                .prescale = 1.0, .postscale = 1.0, .sendbuf = sendbuf,
+                                .sendcounts = sendcounts, .counts_out = recvcounts_out,
+                                .recvbuf_out = recvbuf_out};
+        rc = submit(rt, name, name_len, &proto, handle_out);
+    }
+    return end_submit(rt, name, rc);
+}
+
+int herd_barrier(const char *name, herd_handle_t *handle_out)
+{
+    size_t name_len = 0;
+    herd_runtime_t *rt = NULL;
+    int rc = begin_submit(name, handle_out, &name_len, &rt);
+    if (rc != HERD_OK)
+        return rc;
+    herd_request_t proto = {.kind = HERD_KIND_BARRIER, .dtype = HERD_UINT8, .op = HERD_SUM,
+                            .root = -1, .device = HERD_DEVICE_CPU, .count = 0, .row = 1,
+                            .prescale = 1.0, .postscale = 1.0};
+    rc = submit(rt, name, name_len, &proto, handle_out);
+    return end_submit(rt, name, rc);
+}
+
+/* Every join travels under this name; the negotiator keys joins by kind, not name. */
+static const char join_name[] = "herd.join";
+
+int herd_join(int device, int *last_rank_out, herd_handle_t *handle_out)
+{
+    if (handle_out == NULL)
+        return herd__status_set(HERD_ERR_INVALID_ARG, "handle_out is NULL");
+    *handle_out = 0;
+    if (last_rank_out == NULL)
+        return herd__status_set(HERD_ERR_INVALID_ARG, "herd_join: last_rank_out is NULL");
+    if (tls_group_depth > 0)
+        return herd__status_set(HERD_ERR_INVALID_USAGE,
+                                "herd_join cannot be part of a group (herd_group_start)");
+    herd_runtime_t *rt = herd__runtime();
+    int rc = herd__runtime_enter(rt);
+    if (rc != HERD_OK)
+        return rc;
+    if (device < HERD_DEVICE_CPU)
+        rc = herd__status_set(HERD_ERR_INVALID_ARG,
+                              "herd_join: device %d is neither HERD_DEVICE_CPU (-1) nor a CUDA "
+                              "ordinal", device);
+    long running = atomic_load(&rt->handles.running);
+    if (rc == HERD_OK && running > 0)
+        rc = herd__status_set(HERD_ERR_INVALID_USAGE,
+                              "herd_join: this rank still has %ld operation(s) in flight; wait "
+                              "for them before joining", running);
+    if (rc == HERD_OK) {
+        herd_request_t proto = {.kind = HERD_KIND_JOIN, .dtype = HERD_UINT8, .op = HERD_SUM,
+                                .root = -1, .device = device, .count = 0, .row = 1,
+                                .prescale = 1.0, .postscale = 1.0,
+                                .last_rank_out = last_rank_out};
+        rc = submit(rt, join_name, sizeof join_name - 1, &proto, handle_out);
     }
     herd__runtime_leave(rt);
     return rc;
 }
+
+int herd_group_start(void)
+{
+    if (tls_group_depth == 0) {
+        tls_group_len = 0;
+        tls_group_failed = 0;
+    }
+    tls_group_depth++;
+    return HERD_OK;
+}
+
+int herd_group_end(void)
+{
+    if (tls_group_depth == 0)
+        return herd__status_set(HERD_ERR_INVALID_USAGE,
+                                "herd_group_end without a matching herd_group_start");
+    if (--tls_group_depth > 0)
+        return HERD_OK;
+    herd_runtime_t *rt = herd__runtime();
+    uint32_t n = tls_group_len;
+    tls_group_len = 0;
+    if (!tls_group_failed) {
+        if (herd__runtime_enter(rt) == HERD_OK) {
+            herd__queue_push_many(&rt->queue, tls_group_ops, n);
+            herd__runtime_leave(rt);
+            return HERD_OK;
+        }
+        tls_group_failed = 1;
+        snprintf(tls_group_why, sizeof tls_group_why,
+                 "herd_group_end: herd stopped before the group was submitted");
+    }
+    /* All or none: the members that were accepted complete here with the reason, unsent. */
+    for (uint32_t i = 0; i < n; i++) {
+        uint32_t index = tls_group_ops[i];
+        herd_request_t *r = herd__handles_request(&rt->handles, index);
+        atomic_store(&r->tensor->inflight, 0);
+        herd__handles_complete(&rt->handles, index, HERD_ERR_INVALID_USAGE, tls_group_why);
+    }
+    herd__handles_notify(&rt->handles);
+    tls_group_failed = 0;
+    return herd__status_set_msg(HERD_ERR_INVALID_USAGE, tls_group_why);
+}
+
+int herd_free(void *ptr, int device)
+{
+    if (device < HERD_DEVICE_CPU)
+        return herd__status_set(HERD_ERR_INVALID_ARG, "herd_free: device %d is invalid",
+                                device);
+    if (device >= 0 && ptr != NULL)
+        return herd__status_set(HERD_ERR_NOT_SUPPORTED,
+                                "herd_free: herd allocates no GPU memory in this version");
+    free(ptr);
+    return HERD_OK;
+}
+
 
 int herd_declare_tensor(const char *name, int64_t *key_out)
 {
@@ -277,6 +745,26 @@ int herd_poll_handle(herd_handle_t handle)
     return rc;
 }
 
+/* Runs the rounds `handle` needs on this thread while nobody else drives (see
+ * herd_wait_handle); afterwards, if the operation still waits on other ranks, makes sure the
+ * coordinator thread knows about this thread's submissions. */
+static void drive_for(herd_runtime_t *rt, herd_handle_t handle)
+{
+    int drove = 0;
+    while (herd__handles_poll(&rt->handles, handle) == HERD_INPROGRESS &&
+           herd__runtime_enter(rt) == HERD_OK) {
+        int ran = herd__coordinator_drive(rt->coordinator, handle);
+        herd__runtime_leave(rt);
+        if (!ran)
+            break;
+        drove = 1;
+    }
+    int pending = herd__handles_poll(&rt->handles, handle) == HERD_INPROGRESS;
+    tls_drives_own_waits = drove && !pending;
+    if (pending)
+        flush_submissions(rt);
+}
+
 int herd_wait_handle(herd_handle_t handle, int64_t timeout_ms)
 {
     herd_runtime_t *rt = herd__runtime();
@@ -290,20 +778,32 @@ int herd_wait_handle(herd_handle_t handle, int64_t timeout_ms)
     /* A wait without a deadline may run the rounds its operation needs on this thread, which
      * saves the two thread wakes of a hand-off. A wait with a deadline never does: it must be
      * able to return on time even if a peer stops answering inside an MPI call. */
-    int drove = 0;
-    while (timeout_ms < 0 && herd__handles_poll(&rt->handles, handle) == HERD_INPROGRESS &&
-           herd__runtime_enter(rt) == HERD_OK) {
-        int ran = herd__coordinator_drive(rt->coordinator, handle);
-        herd__runtime_leave(rt);
-        if (!ran)
-            break;
-        drove = 1;
+    if (timeout_ms < 0) {
+        drive_for(rt, handle);
+    } else {
+        tls_drives_own_waits = 0;
+        if (herd__handles_poll(&rt->handles, handle) == HERD_INPROGRESS)
+            flush_submissions(rt);
     }
-    int pending = herd__handles_poll(&rt->handles, handle) == HERD_INPROGRESS;
-    tls_drives_own_waits = drove && !pending;
-    if (pending)
-        flush_submissions(rt);
     return herd__handles_wait(&rt->handles, handle, timeout_ms);
+}
+
+int herd_progress_handle(herd_handle_t handle, int64_t slice_ms)
+{
+    herd_runtime_t *rt = herd__runtime();
+    int rc = check_handles_exist(rt);
+    if (rc != HERD_OK)
+        return rc;
+    if (slice_ms < 0)
+        return herd__status_set(HERD_ERR_INVALID_ARG,
+                                "slice_ms %lld is invalid: use >= 0", (long long)slice_ms);
+    drive_for(rt, handle);
+    rc = herd__handles_wait(&rt->handles, handle, slice_ms);
+    if (rc == HERD_ERR_TIMEOUT) { /* the slice's end, never the operation's status */
+        herd__status_clear();
+        return HERD_INPROGRESS;
+    }
+    return rc;
 }
 
 int herd_set_cuda_stream(void *stream)

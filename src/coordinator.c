@@ -32,6 +32,7 @@
  */
 #include "coordinator.h"
 
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -62,6 +63,7 @@ struct herd_coordinator {
     int rank, size;
     herd_negotiator_t neg;
     int64_t epoch;           /* rounds run so far: the same on every rank */
+    int last_joined;         /* the last rank to join, from the last completed join */
     uint64_t *ready_bits;    /* this rank's submitted cached slots */
     int64_t ready_words_cap;
     uint64_t *round_words;   /* the round's allreduce buffer */
@@ -93,19 +95,36 @@ struct herd_coordinator {
     uint32_t *group_ops; /* handle indices of the running group's members */
     herd_backend_t *gpu_backend; /* started by the first GPU group */
     int gpu_device;              /* the CUDA device it drives, -1 before */
+    double *pre, *post;          /* the running group's scale factors */
+    int group_in_place;          /* the running fused group was reduced where it lies */
+    int64_t *counts, *displs;    /* 2 * size each: counts exchanged by variable-size kinds */
+    /* Join: this rank has joined (its join op is in flight) and takes part in every op the
+     * others run through phantoms, stand-in requests built from the slot's attributes. */
+    int joined;
+    uint32_t join_op; /* the handle index of this rank's join, while joined */
+    herd_request_t *phantoms; /* one per possible ready slot of a round */
+    int64_t *phantom_slot;
+    uint32_t nphantoms;
+    void *scratch_mem[2]; /* phantoms' input (identity) and output */
+    size_t scratch_cap[2];
 };
+
+/* Marks an item_op / group_ops entry that names a phantom, not a handle slot. */
+#define PHANTOM_BIT UINT32_C(0x80000000)
 
 /* ---- small helpers ---------------------------------------------------------------------- */
 
 static herd_request_t *request_of(herd_coordinator_t *c, uint32_t index)
 {
+    if (index & PHANTOM_BIT)
+        return &c->phantoms[index & ~PHANTOM_BIT];
     return herd__handles_request(c->d.handles, index);
 }
 
 static herd_attrs_t attrs_of(const herd_request_t *r)
 {
-    return (herd_attrs_t){.count = r->count, .kind = r->kind, .dtype = r->dtype, .op = r->op,
-                          .root = r->root, .device = r->device};
+    return (herd_attrs_t){.count = r->count, .row = r->row, .kind = r->kind, .dtype = r->dtype,
+                          .op = r->op, .root = r->root, .device = r->device};
 }
 
 static void set_bit(uint64_t *bits, int64_t i) { bits[i / 64] |= UINT64_C(1) << (i % 64); }
@@ -132,6 +151,8 @@ static int ensure(void **array, int64_t *cap, int64_t need, size_t elem)
 /* Completes one op: the name is free for resubmission before the waiter can see the status. */
 static void finish_op(herd_coordinator_t *c, uint32_t index, int status, const char *message)
 {
+    if (index & PHANTOM_BIT)
+        return; /* a joined rank's stand-in: nobody waits on it */
     herd_request_t *r = request_of(c, index);
     herd_tensor_t *t = r->tensor;
     if (t->announced_by_bit && t->slot >= 0)
@@ -141,6 +162,12 @@ static void finish_op(herd_coordinator_t *c, uint32_t index, int status, const c
     c->d.handles->slots[index].coordinator_owned = 0;
     c->npending--;
     atomic_store(&t->inflight, 0);
+    if (r->kind == HERD_KIND_JOIN) {
+        if (status == HERD_OK)
+            *r->last_rank_out = c->last_joined;
+        c->joined = 0;
+        atomic_store(&c->d.queue->joined, 0);
+    }
     herd__handles_complete(c->d.handles, index, status, message);
 }
 
@@ -180,7 +207,12 @@ static void intake(herd_coordinator_t *c, uint32_t index)
         finish_op(c, index, HERD_ERR_BACKEND, c->broken_why);
         return;
     }
-    if (t->slot >= 0) {
+    if (r->kind == HERD_KIND_JOIN) {
+        /* From this round on, this rank takes part in whatever the others run. */
+        c->joined = 1;
+        c->join_op = index;
+    }
+    if (t->slot >= 0 && herd__kind(r->kind)->cached) {
         herd_attrs_t a = attrs_of(r);
         if (herd__attrs_agree(&c->neg.slots[t->slot].attrs, &a)) {
             set_bit(c->ready_bits, t->slot);
@@ -217,7 +249,8 @@ static void intake_all(herd_coordinator_t *c)
 
 /* The data plane for a group: the host's, or the GPU's, started on first use. Starting it is
  * collective, and every rank reaches it in the same group, since plans are identical. */
-static herd_backend_t *backend_for(herd_coordinator_t *c, const herd_request_t *first, int *rc)
+static herd_backend_t *backend_for(herd_coordinator_t *c, const herd_request_t *first,
+                                   const char *name, int *rc)
 {
     *rc = HERD_OK;
     if (first->device < 0)
@@ -229,62 +262,233 @@ static herd_backend_t *backend_for(herd_coordinator_t *c, const herd_request_t *
         *rc = herd__status_set(HERD_ERR_NOT_SUPPORTED,
                                "tensor '%s' is on CUDA device %d, but this process already "
                                "uses device %d: herd drives one GPU per process",
-                               first->tensor->name, first->device, c->gpu_device);
+                               name, first->device, c->gpu_device);
     if (*rc == HERD_OK)
         c->gpu_device = first->device;
     return *rc == HERD_OK ? c->gpu_backend : NULL;
 }
 
-/* Runs one planned group: one collective, on the tensor in place or on the fusion buffer. */
-static int run_collective(herd_coordinator_t *c, herd_backend_t *be, const herd_fusion_group_t *g)
+/* ---- operations of a group -------------------------------------------------------------
+ * Every rank runs the same groups in the same order; inside a group, every kind below issues
+ * the same backend calls on every rank, decided only from data every rank holds alike (the
+ * plan, the slot attributes, the joined set, exchanged counts). A rank that has joined runs
+ * the group with stand-ins ("phantoms"): the op's identity as input, a scratch buffer as
+ * output. */
+
+/* A host scratch buffer of at least `bytes`, grown (never shrunk) off the steady-state path:
+ * only a joined rank or a variable-size phantom uses one. */
+static void *scratch_of(herd_coordinator_t *c, int which, size_t bytes)
 {
-    const uint32_t *ops = c->item_op;
-    const int64_t *member = &c->order[g->first];
-    herd_request_t *first = request_of(c, ops[member[0]]);
+    if (bytes == 0)
+        bytes = 64;
+    if (bytes > c->scratch_cap[which]) {
+        size_t cap = (bytes + 63) & ~(size_t)63;
+        void *p = NULL;
+        if (posix_memalign(&p, 64, cap) != 0) {
+            herd__status_set(HERD_ERR_NO_MEMORY, "cannot allocate %zu bytes of scratch", cap);
+            return NULL;
+        }
+        free(c->scratch_mem[which]);
+        c->scratch_mem[which] = p;
+        c->scratch_cap[which] = cap;
+    }
+    return c->scratch_mem[which];
+}
+
+enum { SCRATCH_IN = 0, SCRATCH_OUT = 1 };
+
+/* The name a group's messages use: the tensor's, or the slot's for a phantom. */
+static const char *op_name(herd_coordinator_t *c, uint32_t index)
+{
+    if (index & PHANTOM_BIT)
+        return c->neg.slots[c->phantom_slot[index & ~PHANTOM_BIT]].name;
+    return request_of(c, index)->tensor->name;
+}
+
+static int is_phantom(uint32_t index)
+{
+    return (index & PHANTOM_BIT) != 0;
+}
+
+/* Points the group's phantoms at scratch: the op's identity as input (in_elems(r) elements of
+ * it), a buffer of out_elems(r) elements to write into. Sized for the largest first, so that
+ * growing the scratch cannot move a buffer already handed out. */
+static int setup_phantoms(herd_coordinator_t *c, const herd_fusion_group_t *g,
+                          int64_t (*in_elems)(const herd_coordinator_t *, const herd_request_t *),
+                          int64_t (*out_elems)(const herd_coordinator_t *,
+                                               const herd_request_t *))
+{
+    size_t in_max = 0, out_max = 0;
+    herd_request_t *proto = NULL;
+    for (int64_t i = 0; i < g->count; i++) {
+        if (!is_phantom(c->group_ops[i]))
+            continue;
+        herd_request_t *r = request_of(c, c->group_ops[i]);
+        size_t esize = herd__dtype_size(r->dtype);
+        size_t in = (size_t)in_elems(c, r) * esize, out = (size_t)out_elems(c, r) * esize;
+        in_max = in > in_max ? in : in_max;
+        out_max = out > out_max ? out : out_max;
+        proto = r;
+    }
+    if (proto == NULL)
+        return HERD_OK;
+    void *in = scratch_of(c, SCRATCH_IN, in_max);
+    void *out = scratch_of(c, SCRATCH_OUT, out_max);
+    if (in == NULL || out == NULL)
+        return HERD_ERR_NO_MEMORY;
+    /* A group shares dtype and op: one identity serves every member. Non-reducing kinds carry
+     * SUM, whose identity is the zeros a joined rank contributes. */
+    herd__dtype_fill_identity(proto->dtype, proto->op, in, in_max / herd__dtype_size(proto->dtype));
+    for (int64_t i = 0; i < g->count; i++) {
+        if (!is_phantom(c->group_ops[i]))
+            continue;
+        herd_request_t *r = request_of(c, c->group_ops[i]);
+        r->sendbuf = in;
+        r->recvbuf = out;
+    }
+    return HERD_OK;
+}
+
+static int64_t elems_count(const herd_coordinator_t *c, const herd_request_t *r)
+{
+    (void)c;
+    return r->count;
+}
+
+static int64_t elems_gathered(const herd_coordinator_t *c, const herd_request_t *r)
+{
+    return r->count * c->size;
+}
+
+static int64_t elems_my_share(const herd_coordinator_t *c, const herd_request_t *r)
+{
+    return herd__rs_rows(r->count / r->row, c->size, c->rank) * r->row;
+}
+
+/* The divisor AVERAGE needs: the ranks that contributed data (those that have not joined). */
+static int contributors(const herd_coordinator_t *c)
+{
+    return c->size - c->neg.njoined;
+}
+
+static int missing_entry(const herd_backend_t *be, const char *kind)
+{
+    return herd__status_set(HERD_ERR_NOT_SUPPORTED, "the %s data plane has no %s", be->name,
+                            kind);
+}
+
+/* 1 when the running group's members lie back to back in group order, on both sides (for a
+ * broadcast the two sides are one), with one scaling for all. */
+static int members_adjacent(const herd_coordinator_t *c, int64_t n)
+{
+    for (int64_t i = 1; i < n; i++) {
+        if ((const char *)c->srcs[i - 1] + c->sizes[i - 1] != (const char *)c->srcs[i] ||
+            (char *)c->dsts[i - 1] + c->sizes[i - 1] != (char *)c->dsts[i] ||
+            c->pre[i] != c->pre[0] || c->post[i] != c->post[0])
+            return 0;
+    }
+    return 1;
+}
+
+/* Allreduce and broadcast: one tensor where it lies, or a fused group in pieces of
+ * HERD_CHUNK_BYTES, each packed (prescaled), reduced (divided) and unpacked (postscaled) while
+ * it is in cache. */
+static int run_allreduce(herd_coordinator_t *c, herd_backend_t *be, const herd_fusion_group_t *g)
+{
+    const uint32_t *ops = c->group_ops;
+    herd_request_t *first = request_of(c, ops[0]);
+    int is_bcast = first->kind == HERD_KIND_BROADCAST;
+    int op = first->op == HERD_AVERAGE ? HERD_SUM : first->op;
+    int divisor = first->op == HERD_AVERAGE ? contributors(c) : 1;
+    int plain_average = first->op == HERD_AVERAGE && divisor == c->size;
+    size_t esize = herd__dtype_size(first->dtype);
+    int scaled = 0;
+    int rc = setup_phantoms(c, g, elems_count, elems_count);
+    if (rc != HERD_OK)
+        return rc;
+    for (int64_t i = 0; i < g->count; i++) {
+        herd_request_t *r = request_of(c, ops[i]);
+        if (is_phantom(ops[i]) && is_bcast)
+            r->sendbuf = r->recvbuf; /* a receiver: one buffer */
+        scaled |= r->prescale != 1.0 || r->postscale != 1.0;
+    }
+    /* The plain entry points unless scaling or a join's divisor asks for more. */
+    int plain = !scaled && (first->op != HERD_AVERAGE || plain_average);
+    if (!is_bcast && !plain && be->allreduce_scaled == NULL)
+        return missing_entry(be, "scaled allreduce");
     if (g->bytes == 0)
         return HERD_OK;
     if (!g->fused) {
-        if (first->kind == HERD_KIND_ALLREDUCE)
+        if (is_bcast)
+            return be->broadcast(be, first->recvbuf, first->count, first->dtype, first->root);
+        if (plain)
             return be->allreduce(be, first->sendbuf, first->recvbuf, first->count, first->dtype,
                                  first->op);
-        return be->broadcast(be, first->recvbuf, first->count, first->dtype, first->root);
+        herd_scale_t s = {.pre = first->prescale, .post = first->postscale, .divisor = divisor};
+        return be->allreduce_scaled(be, first->sendbuf, first->recvbuf, first->count,
+                                    first->dtype, op, &s);
     }
     for (int64_t i = 0; i < g->count; i++) {
-        herd_request_t *r = request_of(c, ops[member[i]]);
+        herd_request_t *r = request_of(c, ops[i]);
         c->srcs[i] = r->sendbuf;
         c->dsts[i] = r->recvbuf;
-        c->sizes[i] = r->count * (int64_t)herd__dtype_size(r->dtype);
+        c->sizes[i] = r->count * (int64_t)esize;
+        c->pre[i] = r->prescale;
+        c->post[i] = r->postscale;
+    }
+    int host = be == c->d.cpu_backend;
+    /* Members laid out back to back in group order (views of one flat buffer, as DDP's
+     * gradient_as_bucket_view and herd.torch arrange) are reduced where they lie: no pack, no
+     * unpack. Out of place, both sides must be contiguous. */
+    if (host && members_adjacent(c, g->count)) {
+        c->group_in_place = 1;
+        int64_t total = g->bytes / (int64_t)esize;
+        if (is_bcast)
+            return be->broadcast(be, c->dsts[0], total, first->dtype, first->root);
+        if (plain)
+            return be->allreduce(be, c->srcs[0], c->dsts[0], total, first->dtype, first->op);
+        herd_scale_t s = {.pre = c->pre[0], .post = c->post[0], .divisor = divisor};
+        return be->allreduce_scaled(be, c->srcs[0], c->dsts[0], total, first->dtype, op, &s);
     }
     /* The group travels in pieces of HERD_CHUNK_BYTES: each piece is packed, reduced and
      * unpacked while it is still in cache, so the fusion buffer stays small and a big group does
      * not stream through main memory three times. */
-    int64_t esize = (int64_t)herd__dtype_size(first->dtype);
-    int64_t chunk = be == c->d.cpu_backend ? c->d.config->chunk_bytes : 0; /* GPU: whole */
+    int64_t chunk = host ? c->d.config->chunk_bytes : 0; /* GPU: whole */
     int64_t piece = chunk > 0 ? chunk : g->bytes;
-    piece = piece < g->bytes ? piece - piece % esize : g->bytes;
-    if (piece < esize)
-        piece = esize;
+    piece = piece < g->bytes ? piece - piece % (int64_t)esize : g->bytes;
+    if (piece < (int64_t)esize)
+        piece = (int64_t)esize;
     void *buf = NULL;
-    int rc = be->fusion_buffer(be, (size_t)piece, &buf);
+    rc = be->fusion_buffer(be, (size_t)piece, &buf);
     if (rc != HERD_OK)
         return rc;
-    int is_root = first->kind == HERD_KIND_BROADCAST && c->rank == first->root;
-    int pack = first->kind == HERD_KIND_ALLREDUCE || is_root;
-    int unpack = first->kind == HERD_KIND_ALLREDUCE || !is_root;
+    int is_root = is_bcast && c->rank == first->root;
+    int pack = !is_bcast || is_root;
+    int unpack = !is_bcast || !is_root;
+    herd_fusion_scaling_t pre = {.factors = scaled ? c->pre : NULL, .dtype = first->dtype};
+    herd_fusion_scaling_t post = {.factors = scaled ? c->post : NULL, .dtype = first->dtype};
+    herd_scale_t whole = {.pre = 1.0, .post = 1.0, .divisor = divisor};
     herd_fusion_cursor_t in = {0, 0}, out = {0, 0};
     int timed = c->d.timeline != NULL;
     for (int64_t done = 0; done < g->bytes && rc == HERD_OK; done += piece) {
         int64_t n = g->bytes - done < piece ? g->bytes - done : piece;
         int64_t t0 = timed ? herd__clock_ns() : 0;
-        if (pack)
+        if (pack && scaled)
+            herd__fusion_pack_range_scaled(buf, c->srcs, c->sizes, g->count, &in, n, &pre);
+        else if (pack)
             herd__fusion_pack_range(buf, c->srcs, c->sizes, g->count, &in, n, be->copy, be);
         int64_t t1 = timed ? herd__clock_ns() : 0;
-        if (first->kind == HERD_KIND_ALLREDUCE)
-            rc = be->allreduce(be, buf, buf, n / esize, first->dtype, first->op);
+        if (is_bcast)
+            rc = be->broadcast(be, buf, n / (int64_t)esize, first->dtype, first->root);
+        else if (plain)
+            rc = be->allreduce(be, buf, buf, n / (int64_t)esize, first->dtype, first->op);
         else
-            rc = be->broadcast(be, buf, n / esize, first->dtype, first->root);
+            rc = be->allreduce_scaled(be, buf, buf, n / (int64_t)esize, first->dtype, op,
+                                      &whole);
         int64_t t2 = timed ? herd__clock_ns() : 0;
-        if (rc == HERD_OK && unpack)
+        if (rc == HERD_OK && unpack && scaled)
+            herd__fusion_unpack_range_scaled(buf, c->dsts, c->sizes, g->count, &out, n, &post);
+        else if (rc == HERD_OK && unpack)
             herd__fusion_unpack_range(buf, c->dsts, c->sizes, g->count, &out, n, be->copy, be);
         if (timed) {
             c->phase_ns[0] += t1 - t0;
@@ -295,20 +499,325 @@ static int run_collective(herd_coordinator_t *c, herd_backend_t *be, const herd_
     return rc;
 }
 
+/* Allgather of equal parts: one tensor straight from its buffers, or a fused group packed into
+ * one part per rank, gathered, and copied out member by member, rank by rank. */
+static int run_allgather(herd_coordinator_t *c, herd_backend_t *be, const herd_fusion_group_t *g)
+{
+    const uint32_t *ops = c->group_ops;
+    herd_request_t *first = request_of(c, ops[0]);
+    size_t esize = herd__dtype_size(first->dtype);
+    if (be->allgather == NULL)
+        return missing_entry(be, "allgather");
+    int rc = setup_phantoms(c, g, elems_count, elems_gathered); /* a joined rank sends zeros */
+    if (rc != HERD_OK)
+        return rc;
+    if (g->bytes == 0)
+        return HERD_OK;
+    if (!g->fused)
+        return be->allgather(be, first->sendbuf, first->recvbuf, first->count, first->dtype);
+    int64_t part = g->bytes; /* this rank's packed part; the same size on every rank */
+    void *buf = NULL;
+    rc = be->fusion_buffer(be, (size_t)(part * (c->size + 1)), &buf);
+    if (rc != HERD_OK)
+        return rc;
+    char *mine = buf, *all = (char *)buf + part;
+    int64_t t0 = herd__clock_ns();
+    for (int64_t i = 0, off = 0; i < g->count; i++) {
+        herd_request_t *r = request_of(c, ops[i]);
+        int64_t b = r->count * (int64_t)esize;
+        be->copy(be, mine + off, r->sendbuf, (size_t)b);
+        off += b;
+    }
+    int64_t t1 = herd__clock_ns();
+    rc = be->allgather(be, mine, all, part / (int64_t)esize, first->dtype);
+    int64_t t2 = herd__clock_ns();
+    for (int64_t i = 0, off = 0; i < g->count && rc == HERD_OK; i++) {
+        herd_request_t *r = request_of(c, ops[i]);
+        int64_t b = r->count * (int64_t)esize;
+        for (int rank = 0; rank < c->size; rank++)
+            be->copy(be, (char *)r->recvbuf + (size_t)rank * (size_t)b,
+                     all + (size_t)rank * (size_t)part + (size_t)off, (size_t)b);
+        off += b;
+    }
+    c->phase_ns[0] += t1 - t0;
+    c->phase_ns[1] += t2 - t1;
+    c->phase_ns[2] += herd__clock_ns() - t2;
+    return rc;
+}
+
+/* A buffer for a variable-size result, or scratch for a phantom (whose result is dropped). */
+static void *result_buffer(herd_coordinator_t *c, uint32_t index, size_t bytes)
+{
+    if (is_phantom(index))
+        return scratch_of(c, SCRATCH_OUT, bytes);
+    if (bytes == 0)
+        return NULL;
+    void *p = NULL;
+    if (posix_memalign(&p, 64, (bytes + 63) & ~(size_t)63) != 0)
+        return NULL;
+    return p;
+}
+
+static int agree_or_fail(herd_backend_t *be, int ok, const char *what)
+{
+    int all_ok = 0;
+    int rc = be->agree(be, ok, &all_ok);
+    if (rc != HERD_OK)
+        return rc;
+    if (all_ok)
+        return HERD_OK;
+    if (!ok)
+        return HERD_ERR_NO_MEMORY; /* the local message is already set */
+    return herd__status_set(HERD_ERR_NO_MEMORY, "%s failed on another rank", what);
+}
+
+/* Allgather of a count per rank: the counts are exchanged first, then every rank allocates
+ * the result (failures agreed on, so nobody enters the collective alone), then one
+ * MPI_Allgatherv. */
+static int run_allgatherv(herd_coordinator_t *c, herd_backend_t *be, const herd_fusion_group_t *g)
+{
+    (void)g;
+    uint32_t index = c->group_ops[0];
+    herd_request_t *r = request_of(c, index);
+    size_t esize = herd__dtype_size(r->dtype);
+    if (be->allgatherv == NULL || be->exchange == NULL || be->agree == NULL)
+        return missing_entry(be, "allgatherv");
+    int64_t mine = is_phantom(index) ? 0 : r->count;
+    int rc = be->exchange(be, &mine, 1, c->counts);
+    if (rc != HERD_OK)
+        return rc;
+    int64_t total = 0;
+    for (int rank = 0; rank < c->size; rank++) {
+        c->displs[rank] = total;
+        total += c->counts[rank];
+    }
+    void *out = result_buffer(c, index, (size_t)total * esize);
+    int ok = 1;
+    if (out == NULL && total > 0) {
+        ok = 0;
+        herd__status_set(HERD_ERR_NO_MEMORY, "cannot allocate %lld bytes for the result",
+                         (long long)total * (long long)esize);
+    }
+    rc = agree_or_fail(be, ok, "allocating the allgatherv result");
+    if (rc == HERD_OK)
+        rc = be->allgatherv(be, mine > 0 ? r->sendbuf : NULL, out, c->counts, c->displs,
+                            r->dtype);
+    if (is_phantom(index))
+        return rc;
+    if (rc != HERD_OK) {
+        free(out);
+        return rc;
+    }
+    memcpy(r->counts_out, c->counts, sizeof *c->counts * (size_t)c->size);
+    *r->recvbuf_out = out;
+    return HERD_OK;
+}
+
+/* Reduce-scatter: rank r gets its rows of every member (Horovod's split). A fused group is
+ * packed destination by destination, so each rank's share of every member is contiguous, and
+ * reduced with one MPI_Reduce_scatter. Prescaling happens while packing (a lone tensor with a
+ * prescale is packed too: its input is never written); division and postscale on the way out. */
+static int run_reducescatter(herd_coordinator_t *c, herd_backend_t *be,
+                             const herd_fusion_group_t *g)
+{
+    const uint32_t *ops = c->group_ops;
+    herd_request_t *first = request_of(c, ops[0]);
+    size_t esize = herd__dtype_size(first->dtype);
+    int op = first->op == HERD_AVERAGE ? HERD_SUM : first->op;
+    int divisor = first->op == HERD_AVERAGE ? contributors(c) : 1;
+    if (be->reducescatter == NULL)
+        return missing_entry(be, "reducescatter");
+    int prescaled = 0;
+    int rc = setup_phantoms(c, g, elems_count, elems_my_share);
+    if (rc != HERD_OK)
+        return rc;
+    for (int64_t i = 0; i < g->count; i++)
+        prescaled |= request_of(c, ops[i])->prescale != 1.0;
+    for (int rank = 0; rank < c->size; rank++)
+        c->counts[rank] = 0;
+    for (int64_t i = 0; i < g->count; i++) {
+        herd_request_t *r = request_of(c, ops[i]);
+        for (int rank = 0; rank < c->size; rank++)
+            c->counts[rank] += herd__rs_rows(r->count / r->row, c->size, rank) * r->row;
+    }
+    int64_t total = 0;
+    for (int rank = 0; rank < c->size; rank++)
+        total += c->counts[rank];
+    if (total == 0)
+        return HERD_OK;
+    if (!g->fused && !prescaled) {
+        rc = be->reducescatter(be, first->sendbuf, first->recvbuf, c->counts, first->dtype, op);
+        if (rc == HERD_OK && !is_phantom(ops[0]))
+            herd__dtype_finish(first->dtype, first->recvbuf, (size_t)c->counts[c->rank], divisor,
+                               first->postscale);
+        return rc;
+    }
+    void *buf = NULL;
+    rc = be->fusion_buffer(be, (size_t)(total + c->counts[c->rank]) * esize, &buf);
+    if (rc != HERD_OK)
+        return rc;
+    char *packed = buf, *mine = (char *)buf + (size_t)total * esize;
+    int64_t t0 = herd__clock_ns();
+    size_t off = 0;
+    for (int rank = 0; rank < c->size; rank++) {
+        for (int64_t i = 0; i < g->count; i++) {
+            herd_request_t *r = request_of(c, ops[i]);
+            int64_t rows = r->count / r->row;
+            int64_t first_el = herd__rs_first_row(rows, c->size, rank) * r->row;
+            int64_t n = herd__rs_rows(rows, c->size, rank) * r->row;
+            const char *src = (const char *)r->sendbuf + (size_t)first_el * esize;
+            if (n > 0 && r->prescale != 1.0)
+                herd__dtype_scale_copy(first->dtype, packed + off, src, (size_t)n, r->prescale);
+            else if (n > 0)
+                memcpy(packed + off, src, (size_t)n * esize);
+            off += (size_t)n * esize;
+        }
+    }
+    int64_t t1 = herd__clock_ns();
+    rc = be->reducescatter(be, packed, mine, c->counts, first->dtype, op);
+    int64_t t2 = herd__clock_ns();
+    off = 0;
+    for (int64_t i = 0; i < g->count && rc == HERD_OK; i++) {
+        herd_request_t *r = request_of(c, ops[i]);
+        int64_t n = herd__rs_rows(r->count / r->row, c->size, c->rank) * r->row;
+        if (n > 0 && !is_phantom(ops[i])) {
+            memcpy(r->recvbuf, mine + off, (size_t)n * esize);
+            herd__dtype_finish(first->dtype, r->recvbuf, (size_t)n, divisor, r->postscale);
+        }
+        off += (size_t)n * esize;
+    }
+    c->phase_ns[0] += t1 - t0;
+    c->phase_ns[1] += t2 - t1;
+    c->phase_ns[2] += herd__clock_ns() - t2;
+    return rc;
+}
+
+static int run_alltoall(herd_coordinator_t *c, herd_backend_t *be, const herd_fusion_group_t *g)
+{
+    uint32_t index = c->group_ops[0];
+    herd_request_t *r = request_of(c, index);
+    if (be->alltoall == NULL)
+        return missing_entry(be, "alltoall");
+    size_t bytes = (size_t)r->count * herd__dtype_size(r->dtype);
+    int rc = setup_phantoms(c, g, elems_count, elems_count); /* a joined rank sends zeros */
+    if (rc != HERD_OK)
+        return rc;
+    if (bytes == 0)
+        return HERD_OK;
+    return be->alltoall(be, r->sendbuf, r->recvbuf, r->count / c->size, r->dtype);
+}
+
+/* All-to-all with counts per destination: what each rank sends to each is exchanged first;
+ * every rank then allocates what it receives, agrees that all could, and moves the data. */
+static int run_alltoallv(herd_coordinator_t *c, herd_backend_t *be, const herd_fusion_group_t *g)
+{
+    (void)g;
+    uint32_t index = c->group_ops[0];
+    herd_request_t *r = request_of(c, index);
+    size_t esize = herd__dtype_size(r->dtype);
+    if (be->alltoallv == NULL || be->exchange_alltoall == NULL || be->agree == NULL)
+        return missing_entry(be, "alltoallv");
+    int64_t *send = c->counts, *sdispls = c->displs;
+    int64_t *recv = c->counts + c->size, *rdispls = c->displs + c->size;
+    int64_t off = 0;
+    for (int rank = 0; rank < c->size; rank++) {
+        send[rank] = is_phantom(index) ? 0 : r->sendcounts[rank];
+        sdispls[rank] = off;
+        off += send[rank];
+    }
+    int rc = be->exchange_alltoall(be, send, recv);
+    if (rc != HERD_OK)
+        return rc;
+    int64_t total = 0;
+    for (int rank = 0; rank < c->size; rank++) {
+        rdispls[rank] = total;
+        total += recv[rank];
+    }
+    void *out = result_buffer(c, index, (size_t)total * esize);
+    int ok = 1;
+    if (out == NULL && total > 0) {
+        ok = 0;
+        herd__status_set(HERD_ERR_NO_MEMORY, "cannot allocate %lld bytes for the result",
+                         (long long)total * (long long)esize);
+    }
+    /* MPI's counts are ints, and only this rank knows its own: agree before moving data. */
+    if (ok && (off > INT_MAX || total > INT_MAX)) {
+        ok = 0;
+        herd__status_set(HERD_ERR_NOT_SUPPORTED,
+                         "alltoallv of %lld elements sent, %lld received exceeds MPI's int "
+                         "count limit", (long long)off, (long long)total);
+    }
+    rc = agree_or_fail(be, ok, "preparing the alltoallv");
+    if (rc == HERD_OK)
+        rc = be->alltoallv(be, is_phantom(index) ? NULL : r->sendbuf, send, sdispls, out, recv,
+                           rdispls, r->dtype);
+    if (is_phantom(index))
+        return rc;
+    if (rc != HERD_OK) {
+        free(out);
+        return rc;
+    }
+    memcpy(r->counts_out, recv, sizeof *recv * (size_t)c->size);
+    *r->recvbuf_out = out;
+    return HERD_OK;
+}
+
+/* Barrier: being ready on every rank is the whole operation. */
+static int run_nothing(herd_coordinator_t *c, herd_backend_t *be, const herd_fusion_group_t *g)
+{
+    (void)c;
+    (void)be;
+    (void)g;
+    return HERD_OK;
+}
+
+typedef int (*run_fn)(herd_coordinator_t *c, herd_backend_t *be, const herd_fusion_group_t *g);
+
+/* How each kind runs a group (op_kind.h says what it is; this says how it moves). */
+static const run_fn runners[HERD_NUM_KINDS] = {
+    [HERD_KIND_ALLREDUCE] = run_allreduce,
+    [HERD_KIND_BROADCAST] = run_allreduce,
+    [HERD_KIND_ALLGATHER] = run_allgather,
+    [HERD_KIND_ALLGATHERV] = run_allgatherv,
+    [HERD_KIND_REDUCESCATTER] = run_reducescatter,
+    [HERD_KIND_ALLTOALL] = run_alltoall,
+    [HERD_KIND_ALLTOALLV] = run_alltoallv,
+    [HERD_KIND_BARRIER] = run_nothing,
+    [HERD_KIND_JOIN] = run_nothing,
+};
+
+/* Refusals every rank reaches alike, before any data moves: from the joined set. */
+static int refuse_group(herd_coordinator_t *c, const herd_request_t *first, const char *name)
+{
+    if (c->neg.njoined == 0)
+        return HERD_OK;
+    if (first->device >= 0)
+        return herd__status_set(HERD_ERR_NOT_SUPPORTED,
+                                "tensor '%s': GPU operations cannot run while a rank has joined "
+                                "(herd_join is host-side)", name);
+    if (herd__kind(first->kind)->has_root && c->neg.joined[first->root])
+        return herd__status_set(HERD_ERR_INVALID_USAGE,
+                                "tensor '%s': broadcast from root %d, which has joined and has "
+                                "no data to send", name, first->root);
+    return HERD_OK;
+}
+
 /* The group's PACK, collective and UNPACK on every member's row; pieces interleave the three,
  * so each is drawn as one span of its summed time. */
 static void trace_group(herd_coordinator_t *c, const herd_fusion_group_t *g, int64_t start)
 {
     herd_timeline_t *tl = c->d.timeline;
-    herd_request_t *first = request_of(c, c->item_op[c->order[g->first]]);
-    int coll = first->kind == HERD_KIND_ALLREDUCE ? HERD_TL_ALLREDUCE : HERD_TL_BROADCAST;
+    herd_request_t *first = request_of(c, c->group_ops[0]);
+    int coll = herd__kind(first->kind)->tl_phase;
     int64_t end = herd__clock_ns();
     for (int64_t i = 0; i < g->count; i++) {
-        herd_request_t *r = request_of(c, c->item_op[c->order[g->first + i]]);
+        if (is_phantom(c->group_ops[i]))
+            continue;
+        herd_request_t *r = request_of(c, c->group_ops[i]);
         herd_tensor_t *t = r->tensor;
         herd__timeline_event(tl, HERD_TL_NEGOTIATE, t->key, t->name, r->intake_ns, start, 0, 0);
         herd__timeline_event(tl, HERD_TL_MARK, t->key, t->name, start, start, -1, 0);
-        if (!g->fused) {
+        if (!g->fused || c->group_in_place) {
             herd__timeline_event(tl, coll, t->key, t->name, start, end, g->count, g->bytes);
             continue;
         }
@@ -324,14 +833,19 @@ static void run_group(herd_coordinator_t *c, const herd_fusion_group_t *g)
 {
     int64_t start = c->d.timeline != NULL ? herd__clock_ns() : 0;
     c->phase_ns[0] = c->phase_ns[1] = c->phase_ns[2] = 0;
+    c->group_in_place = 0;
     for (int64_t i = 0; i < g->count; i++)
         c->group_ops[i] = c->item_op[c->order[g->first + i]];
-    int status = HERD_OK;
-    herd_backend_t *be = backend_for(c, request_of(c, c->group_ops[0]), &status);
+    herd_request_t *first = request_of(c, c->group_ops[0]);
+    const char *first_name = op_name(c, c->group_ops[0]);
+    int status = refuse_group(c, first, first_name);
+    herd_backend_t *be = NULL;
+    if (status == HERD_OK)
+        be = backend_for(c, first, first_name, &status);
     if (status == HERD_OK && be->before_group != NULL)
         status = be->before_group(be, c->group_ops, g->count);
     if (status == HERD_OK)
-        status = run_collective(c, be, g);
+        status = runners[first->kind](c, be, g);
     if (status == HERD_OK && be->after_group != NULL)
         status = be->after_group(be, c->group_ops, g->count);
     if (be != NULL) {
@@ -346,25 +860,40 @@ static void run_group(herd_coordinator_t *c, const herd_fusion_group_t *g)
     char message[HERD_ERRMSG_MAX];
     message[0] = '\0';
     if (status != HERD_OK) {
-        herd_request_t *first = request_of(c, c->item_op[c->order[g->first]]);
         snprintf(message, sizeof message, "tensor '%s' (in a group of %lld tensors, %lld bytes): "
-                 "%s", first->tensor->name, (long long)g->count, (long long)g->bytes,
+                 "%s", first_name, (long long)g->count, (long long)g->bytes,
                  herd__status_last());
         HERD_LOG_ERR("%s", message);
     }
     for (int64_t i = 0; i < g->count; i++)
-        finish_op(c, c->item_op[c->order[g->first + i]], status, message);
+        finish_op(c, c->group_ops[i], status, message);
     herd__handles_notify(c->d.handles);
 }
 
 /* Host tensors travel in buckets of HERD_CHUNK_BYTES when it is set below the fusion threshold:
  * small ones packed a bucket at a time while it is in cache, big ones reduced where they lie in
- * pieces of that size (see run_collective). GPU tensors fuse up to the fusion threshold. */
+ * pieces of that size (see run_allreduce). GPU tensors fuse up to the fusion threshold. */
 static int64_t group_limit(const herd_config_t *cfg, int gpu)
 {
     if (!gpu && cfg->chunk_bytes > 0 && cfg->chunk_bytes < cfg->fusion_threshold)
         return cfg->chunk_bytes;
     return cfg->fusion_threshold;
+}
+
+/* A stand-in for a ready slot this rank has no op for because it has joined: the slot's
+ * attributes (the same on every rank), buffers chosen when its group runs. */
+static uint32_t make_phantom(herd_coordinator_t *c, int64_t slot)
+{
+    const herd_attrs_t *a = &c->neg.slots[slot].attrs;
+    uint32_t i = c->nphantoms++;
+    herd_request_t *r = &c->phantoms[i];
+    *r = (herd_request_t){.kind = a->kind, .dtype = a->dtype, .op = a->op, .root = a->root,
+                          .device = a->device, .count = a->count, .row = a->row,
+                          .prescale = 1.0, .postscale = 1.0};
+    if (herd__kind(a->kind)->count_varies)
+        r->count = 0; /* nothing to contribute */
+    c->phantom_slot[i] = slot;
+    return i | PHANTOM_BIT;
 }
 
 /* Lists the ready ops of one device class, in priority order, from items[first]. */
@@ -373,21 +902,32 @@ static int64_t collect_ready(herd_coordinator_t *c, int gpu, int64_t first)
     herd_negotiator_t *n = &c->neg;
     int64_t count = first;
     for (int64_t i = 0; i < n->nready; i++) {
-        herd_tensor_t *t = n->slots[n->ready[i]].local;
-        if (t == NULL || t->pending == HERD_NO_INDEX) {
+        int64_t slot = n->ready[i];
+        herd_tensor_t *t = n->slots[slot].local;
+        uint32_t index;
+        if (t != NULL && t->pending != HERD_NO_INDEX && t->slot == slot) {
+            index = t->pending;
+        } else if (c->joined) {
+            if ((n->slots[slot].attrs.device >= 0) != gpu)
+                continue;
+            index = make_phantom(c, slot);
+        } else {
             /* Every rank said it has this op ready; this rank not having it is a bug. */
             if (!gpu)
                 HERD_LOG_ERR("internal: slot %lld is ready everywhere but has no local op",
-                             (long long)n->ready[i]);
+                             (long long)slot);
             continue;
         }
-        herd_request_t *r = request_of(c, t->pending);
+        herd_request_t *r = request_of(c, index);
         if ((r->device >= 0) != gpu)
             continue;
+        const herd_kind_info_t *k = herd__kind(r->kind);
         c->items[count] = (herd_fusion_item_t){
             .kind = r->kind, .dtype = r->dtype, .op = r->op, .root = r->root,
-            .device_class = gpu, .bytes = r->count * (int64_t)herd__dtype_size(r->dtype)};
-        c->item_op[count] = t->pending;
+            .device_class = gpu, .solo = !k->fuses,
+            /* The same number on every rank: a variable kind's count is not, and goes alone. */
+            .bytes = k->count_varies ? 0 : r->count * (int64_t)herd__dtype_size(r->dtype)};
+        c->item_op[count] = index;
         count++;
     }
     return count;
@@ -395,6 +935,7 @@ static int64_t collect_ready(herd_coordinator_t *c, int gpu, int64_t first)
 
 static void execute_ready(herd_coordinator_t *c)
 {
+    c->nphantoms = 0;
     /* Host groups first, then GPU groups: the same split and plan on every rank. */
     int64_t nhost = collect_ready(c, 0, 0);
     int64_t nall = collect_ready(c, 1, nhost);
@@ -416,6 +957,11 @@ static void execute_ready(herd_coordinator_t *c)
 static herd_tensor_t *local_tensor(herd_coordinator_t *c, const herd_neg_event_t *ev)
 {
     herd_tensor_t *t = herd__registry_find(c->d.registry, ev->name, ev->name_len);
+    /* A rank that has joined takes part without asking: it learns the name here, so that it
+     * can use the slot like every other rank once it submits the name itself. */
+    if (t == NULL && ev->type == HERD_EVENT_NEW_SLOT && c->joined &&
+        herd__registry_declare(c->d.registry, ev->name, ev->name_len, &t) != HERD_OK)
+        t = NULL;
     /* Every rank asked for a new slot's name; a stalled name may be unknown to the ranks that
      * never submitted it. */
     if (t == NULL && ev->type == HERD_EVENT_NEW_SLOT)
@@ -433,8 +979,14 @@ static void apply_events(herd_coordinator_t *c)
             HERD_LOG_WRN("stall: %s", ev->message);
             continue;
         }
+        if (ev->type == HERD_EVENT_JOINED) {
+            c->last_joined = (int)ev->slot;
+            if (c->joined)
+                finish_op(c, c->join_op, HERD_OK, NULL);
+            continue;
+        }
         if (ev->type == HERD_EVENT_EXPIRED ||
-            (ev->type == HERD_EVENT_ERROR && ev->status == HERD_ERR_TIMEOUT))
+            (ev->type == HERD_EVENT_ERROR && ev->status == HERD_ERR_STALLED))
             HERD_LOG_ERR("stall: %s", ev->message);
         herd_tensor_t *t = local_tensor(c, ev);
         if (t == NULL)
@@ -455,7 +1007,7 @@ static void apply_events(herd_coordinator_t *c)
             break;
         case HERD_EVENT_EXPIRED:
             if (t->slot == ev->slot && t->pending != HERD_NO_INDEX && t->announced_by_bit)
-                finish_op(c, t->pending, HERD_ERR_TIMEOUT, ev->message);
+                finish_op(c, t->pending, HERD_ERR_STALLED, ev->message);
             break;
         default: /* HERD_EVENT_ERROR */
             if (t->pending != HERD_NO_INDEX && !t->announced_by_bit)
@@ -480,6 +1032,14 @@ static void fail_all(herd_coordinator_t *c, int status, const char *why)
         finish_op(c, i, status, message);
     }
     herd__handles_notify(h);
+}
+
+/* A rank that has joined is ready for every cached op: its bits say so for every slot. */
+static void joined_bits(const herd_coordinator_t *c, uint64_t *bits)
+{
+    for (int64_t s = 0; s < c->neg.nslots; s++)
+        if (c->neg.slots[s].in_use)
+            set_bit(bits, s);
 }
 
 static int grow_for_slots(herd_coordinator_t *c)
@@ -525,6 +1085,8 @@ static int run_stall_check(herd_coordinator_t *c)
     c->stall_out[0] = (uint64_t)(c->last_stall_check_ns / 1000000);
     if (words > 0)
         memcpy(c->stall_out + 1, c->ready_bits, (size_t)words * sizeof(uint64_t));
+    if (c->joined)
+        joined_bits(c, c->stall_out + 1);
     const char *const *blobs = NULL;
     const size_t *lens = NULL;
     rc = herd__ctrl_allgather(c->d.ctrl, (const char *)c->stall_out,
@@ -558,6 +1120,8 @@ static int run_round(herd_coordinator_t *c)
     w[1] = c->shutdown_asked ? AND_SHUTDOWN : 0;
     if (words > 0) /* ready_bits is NULL until the first slot exists */
         memcpy(w + HEADER_WORDS, c->ready_bits, (size_t)words * sizeof *w);
+    if (c->joined)
+        joined_bits(c, w + HEADER_WORDS);
     int rc = herd__ctrl_allreduce_band(c->d.ctrl, w, HEADER_WORDS + words);
     const char *const *blobs = NULL;
     const size_t *lens = NULL;
@@ -732,6 +1296,14 @@ static void free_coordinator(herd_coordinator_t *c)
     free(c->sizes);
     free(c->rank_bits);
     free(c->group_ops);
+    free(c->pre);
+    free(c->post);
+    free(c->counts);
+    free(c->displs);
+    free(c->phantoms);
+    free(c->phantom_slot);
+    free(c->scratch_mem[0]);
+    free(c->scratch_mem[1]);
     if (c->gpu_backend != NULL)
         c->gpu_backend->destroy(c->gpu_backend);
     free(c->stall_out);
@@ -774,11 +1346,6 @@ int herd__coordinator_start(herd_coordinator_t **out, const herd_coordinator_dep
     c->spin_ns = deps->config->spin_us * 1000;
     c->stall_interval_ns = stall_interval_ns(deps->config);
     c->last_stall_check_ns = herd__clock_ns();
-    herd__negotiate_init(&c->neg, c->size);
-    if (deps->timeline != NULL) {
-        c->neg.observe = observe_request;
-        c->neg.observe_ctx = c;
-    }
     size_t n = deps->handles->capacity;
     c->capacity = (int64_t)n;
     c->reannounce = calloc(n, sizeof *c->reannounce);
@@ -792,12 +1359,26 @@ int herd__coordinator_start(herd_coordinator_t **out, const herd_coordinator_dep
     c->sizes = calloc(n, sizeof *c->sizes);
     c->group_ops = calloc(n, sizeof *c->group_ops);
     c->gpu_device = -1;
+    c->last_joined = -1;
     c->rank_bits = calloc((size_t)c->size, sizeof *c->rank_bits);
+    c->pre = calloc(n, sizeof *c->pre);
+    c->post = calloc(n, sizeof *c->post);
+    c->counts = calloc(2 * (size_t)c->size, sizeof *c->counts);
+    c->displs = calloc(2 * (size_t)c->size, sizeof *c->displs);
+    c->phantoms = calloc(n, sizeof *c->phantoms);
+    c->phantom_slot = calloc(n, sizeof *c->phantom_slot);
     int rc = HERD_OK;
     if (!c->reannounce || !c->items || !c->item_op || !c->order || !c->groups ||
         !c->scratch.next || !c->srcs || !c->dsts || !c->sizes || !c->rank_bits ||
-        !c->group_ops)
+        !c->group_ops || !c->pre || !c->post || !c->counts || !c->displs || !c->phantoms ||
+        !c->phantom_slot)
         rc = herd__status_set(HERD_ERR_NO_MEMORY, "cannot allocate coordinator tables");
+    if (rc == HERD_OK && herd__negotiate_init(&c->neg, c->size) != 0)
+        rc = herd__status_set(HERD_ERR_NO_MEMORY, "cannot allocate the negotiator");
+    if (rc == HERD_OK && deps->timeline != NULL) {
+        c->neg.observe = observe_request;
+        c->neg.observe_ctx = c;
+    }
     if (rc == HERD_OK)
         rc = ensure((void **)&c->round_words, &c->round_words_cap, HEADER_WORDS,
                     sizeof(uint64_t));

@@ -2,6 +2,7 @@
  * <immintrin.h> or _Float16) so the library builds and rounds identically on every compiler. */
 #include "dtype.h"
 
+#include <math.h>
 #include <string.h>
 
 static const size_t dtype_sizes[HERD_NUM_DTYPES] = {1, 1, 4, 8, 2, 2, 4, 8};
@@ -160,6 +161,111 @@ void herd__dtype_divide(int dtype, void *buf, size_t count, int divisor)
     }
     default:
         break;
+    }
+}
+
+#define SCALE_INT_LOOP(type)                                                                   \
+    do {                                                                                       \
+        const type *in = src;                                                                  \
+        type *out = dst;                                                                       \
+        for (size_t i = 0; i < count; i++)                                                     \
+            out[i] = (type)((double)in[i] * factor);                                           \
+    } while (0)
+
+void herd__dtype_scale_copy(int dtype, void *dst, const void *src, size_t count, double factor)
+{
+    switch (dtype) {
+    case HERD_UINT8: SCALE_INT_LOOP(uint8_t); break;
+    case HERD_INT8: SCALE_INT_LOOP(int8_t); break;
+    case HERD_INT32: SCALE_INT_LOOP(int32_t); break;
+    case HERD_INT64: SCALE_INT_LOOP(int64_t); break;
+    case HERD_FLOAT32: {
+        const float *in = src;
+        float *out = dst;
+        float f = (float)factor;
+        for (size_t i = 0; i < count; i++)
+            out[i] = in[i] * f;
+        break;
+    }
+    case HERD_FLOAT64: {
+        const double *in = src;
+        double *out = dst;
+        for (size_t i = 0; i < count; i++)
+            out[i] = in[i] * factor;
+        break;
+    }
+    case HERD_FLOAT16: {
+        const uint16_t *in = src;
+        uint16_t *out = dst;
+        float f = (float)factor;
+        for (size_t i = 0; i < count; i++)
+            out[i] = herd__float_to_fp16(herd__fp16_to_float(in[i]) * f);
+        break;
+    }
+    case HERD_BFLOAT16: {
+        const uint16_t *in = src;
+        uint16_t *out = dst;
+        float f = (float)factor;
+        for (size_t i = 0; i < count; i++)
+            out[i] = herd__float_to_bf16(herd__bf16_to_float(in[i]) * f);
+        break;
+    }
+    default:
+        break;
+    }
+}
+
+void herd__dtype_finish(int dtype, void *buf, size_t count, int divisor, double postscale)
+{
+    if (divisor > 1 && postscale != 1.0) {
+        /* One pass over memory for both steps, each rounded as it would be alone. */
+        switch (dtype) {
+        case HERD_FLOAT32: {
+            float *p = buf, f = (float)postscale, d = (float)divisor;
+            for (size_t i = 0; i < count; i++)
+                p[i] = p[i] / d * f;
+            return;
+        }
+        case HERD_FLOAT64: {
+            double *p = buf;
+            for (size_t i = 0; i < count; i++)
+                p[i] = p[i] / (double)divisor * postscale;
+            return;
+        }
+        default:
+            break;
+        }
+    }
+    if (divisor > 1)
+        herd__dtype_divide(dtype, buf, count, divisor);
+    if (postscale != 1.0)
+        herd__dtype_scale_copy(dtype, buf, buf, count, postscale);
+}
+
+#define FILL_LOOP(type, value)                                                                 \
+    do {                                                                                       \
+        type *p = buf;                                                                         \
+        for (size_t i = 0; i < count; i++)                                                     \
+            p[i] = (value);                                                                    \
+    } while (0)
+
+void herd__dtype_fill_identity(int dtype, int op, void *buf, size_t count)
+{
+    if (op == HERD_SUM || op == HERD_AVERAGE) {
+        memset(buf, 0, count * herd__dtype_size(dtype));
+        return;
+    }
+    int one = op == HERD_PRODUCT, top = op == HERD_MIN; /* MIN: the largest; MAX: the smallest */
+    switch (dtype) {
+    case HERD_UINT8: FILL_LOOP(uint8_t, one ? 1 : top ? UINT8_MAX : 0); break;
+    case HERD_INT8: FILL_LOOP(int8_t, one ? 1 : top ? INT8_MAX : INT8_MIN); break;
+    case HERD_INT32: FILL_LOOP(int32_t, one ? 1 : top ? INT32_MAX : INT32_MIN); break;
+    case HERD_INT64: FILL_LOOP(int64_t, one ? 1 : top ? INT64_MAX : INT64_MIN); break;
+    case HERD_FLOAT32: FILL_LOOP(float, one ? 1.0f : top ? INFINITY : -INFINITY); break;
+    case HERD_FLOAT64: FILL_LOOP(double, one ? 1.0 : top ? INFINITY : -INFINITY); break;
+    case HERD_FLOAT16: FILL_LOOP(uint16_t, one ? 0x3c00u : top ? 0x7c00u : 0xfc00u); break;
+    case HERD_BFLOAT16: FILL_LOOP(uint16_t, one ? 0x3f80u : top ? 0x7f80u : 0xff80u); break;
+    default: break;
     }
 }
 

@@ -32,4 +32,18 @@ void herd__half_combine(int dtype, int op, const uint16_t *in, uint16_t *inout, 
  * precision (fp16/bf16 in float32, then rounded). */
 void herd__dtype_divide(int dtype, void *buf, size_t count, int divisor);
 
+/* dst[i] = src[i] * factor (dst == src allowed), in the dtype's working precision: float32 for
+ * float32, float16 and bfloat16 (then rounded to nearest even), float64 for float64; integers
+ * in float64, truncated toward zero. */
+void herd__dtype_scale_copy(int dtype, void *dst, const void *src, size_t count, double factor);
+
+/* The last pass of a reduction: buf[i] = buf[i] / divisor * postscale, skipping the division
+ * when divisor is 1 and the multiplication when postscale is 1 (integers: the division
+ * truncates, as herd__dtype_divide, then the scaling as herd__dtype_scale_copy). */
+void herd__dtype_finish(int dtype, void *buf, size_t count, int divisor, double postscale);
+
+/* Fills buf with the identity of `op` (SUM/AVERAGE 0, PRODUCT 1, MIN the dtype's largest value
+ * or +inf, MAX its smallest or -inf): what a rank that has joined contributes. */
+void herd__dtype_fill_identity(int dtype, int op, void *buf, size_t count);
+
 #endif

@@ -4,6 +4,8 @@
 
 #include <string.h>
 
+#include "dtype.h"
+
 enum { MAX_OPEN_GROUPS = 32 };
 
 typedef struct open_group {
@@ -47,7 +49,7 @@ void herd__fusion_plan(const herd_fusion_item_t *items, int64_t n, int64_t thres
     for (int64_t i = 0; i < n; i++) {
         const herd_fusion_item_t *it = &items[i];
         next[i] = -1;
-        if (it->bytes >= threshold || it->bytes == 0) {
+        if (it->solo || it->bytes >= threshold || it->bytes == 0) {
             open_group_t solo = {.proto = it, .head = i, .tail = i, .count = 1,
                                  .bytes = it->bytes};
             emit(&out, &solo, 0);
@@ -118,6 +120,60 @@ void herd__fusion_unpack_range(const void *src, void *const *dsts, const int64_t
         if (take > n)
             take = n;
         copy(ctx, (char *)dsts[cur->member] + cur->offset, in, (size_t)take);
+        in += take;
+        n -= take;
+        cur->offset += take;
+        if (cur->offset == bytes[cur->member]) {
+            cur->member++;
+            cur->offset = 0;
+        }
+    }
+}
+
+/* Scaled host copies: the member's factor is looked up by the cursor position. Pieces always
+ * split members at element boundaries, since every size involved is a multiple of the element. */
+void herd__fusion_pack_range_scaled(void *dst, const void *const *srcs, const int64_t *bytes,
+                                    int64_t count, herd_fusion_cursor_t *cur, int64_t n,
+                                    const herd_fusion_scaling_t *scaling)
+{
+    char *out = dst;
+    size_t esize = herd__dtype_size(scaling->dtype);
+    while (n > 0 && cur->member < count) {
+        int64_t take = bytes[cur->member] - cur->offset;
+        if (take > n)
+            take = n;
+        const char *in = (const char *)srcs[cur->member] + cur->offset;
+        double f = scaling->factors != NULL ? scaling->factors[cur->member] : 1.0;
+        if (f != 1.0)
+            herd__dtype_scale_copy(scaling->dtype, out, in, (size_t)take / esize, f);
+        else
+            memcpy(out, in, (size_t)take);
+        out += take;
+        n -= take;
+        cur->offset += take;
+        if (cur->offset == bytes[cur->member]) {
+            cur->member++;
+            cur->offset = 0;
+        }
+    }
+}
+
+void herd__fusion_unpack_range_scaled(const void *src, void *const *dsts, const int64_t *bytes,
+                                      int64_t count, herd_fusion_cursor_t *cur, int64_t n,
+                                      const herd_fusion_scaling_t *scaling)
+{
+    const char *in = src;
+    size_t esize = herd__dtype_size(scaling->dtype);
+    while (n > 0 && cur->member < count) {
+        int64_t take = bytes[cur->member] - cur->offset;
+        if (take > n)
+            take = n;
+        char *out = (char *)dsts[cur->member] + cur->offset;
+        double f = scaling->factors != NULL ? scaling->factors[cur->member] : 1.0;
+        if (f != 1.0)
+            herd__dtype_scale_copy(scaling->dtype, out, in, (size_t)take / esize, f);
+        else
+            memcpy(out, in, (size_t)take);
         in += take;
         n -= take;
         cur->offset += take;

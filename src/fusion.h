@@ -12,7 +12,8 @@
 
 typedef struct herd_fusion_item {
     int kind, dtype, op, root, device_class; /* device_class: 0 host, 1 GPU */
-    int64_t bytes;
+    int solo;      /* its kind never fuses (op_kind.h): a group of its own */
+    int64_t bytes; /* must be the same number on every rank */
 } herd_fusion_item_t;
 
 typedef struct herd_fusion_group {
@@ -54,6 +55,21 @@ void herd__fusion_pack_range(void *dst, const void *const *srcs, const int64_t *
 void herd__fusion_unpack_range(const void *src, void *const *dsts, const int64_t *bytes,
                                int64_t count, herd_fusion_cursor_t *cur, int64_t n,
                                herd_copy_fn copy, void *ctx);
+
+/* Per-member scale factors for packing (prescale) or unpacking (postscale) host memory: member
+ * i's bytes are multiplied by factors[i] on the way (herd__dtype_scale_copy) when it is not 1.
+ * NULL factors: plain copies. */
+typedef struct herd_fusion_scaling {
+    const double *factors;
+    int dtype;
+} herd_fusion_scaling_t;
+
+void herd__fusion_pack_range_scaled(void *dst, const void *const *srcs, const int64_t *bytes,
+                                    int64_t count, herd_fusion_cursor_t *cur, int64_t n,
+                                    const herd_fusion_scaling_t *scaling);
+void herd__fusion_unpack_range_scaled(const void *src, void *const *dsts, const int64_t *bytes,
+                                      int64_t count, herd_fusion_cursor_t *cur, int64_t n,
+                                      const herd_fusion_scaling_t *scaling);
 
 /* Copies srcs[i] (bytes[i] each) one after another into dst. */
 void herd__fusion_pack(void *dst, const void *const *srcs, const int64_t *bytes, int64_t n);

@@ -32,6 +32,7 @@ int herd__handles_init(herd_handle_table_t *t, uint32_t capacity)
     herd__mutex_init(&t->lock);
     herd__cond_init_monotonic(&t->done);
     atomic_init(&t->wake_needed, 0);
+    atomic_init(&t->running, 0);
     t->free_head = 0;
     t->capacity = capacity;
     return HERD_OK;
@@ -69,6 +70,7 @@ int herd__handles_alloc(herd_handle_table_t *t, herd_handle_t *handle_out, uint3
     t->free_head = s->next_free;
     atomic_store(&s->status, HERD_INPROGRESS);
     atomic_store(&s->in_use, 1);
+    atomic_fetch_add(&t->running, 1);
     herd__mutex_unlock(&t->lock);
     *handle_out = make_handle(atomic_load(&s->generation), index);
     *index_out = index;
@@ -93,6 +95,7 @@ static void release_locked(herd_handle_table_t *t, uint32_t index)
 
 void herd__handles_cancel(herd_handle_table_t *t, uint32_t index)
 {
+    atomic_fetch_sub(&t->running, 1);
     herd__mutex_lock(&t->lock);
     release_locked(t, index);
     herd__mutex_unlock(&t->lock);
@@ -104,6 +107,7 @@ void herd__handles_complete(herd_handle_table_t *t, uint32_t index, int status,
     herd_slot_t *s = &t->slots[index];
     if (message != NULL && message[0] != '\0')
         s->message = strdup(message); /* error path only; NULL on failure is tolerated */
+    atomic_fetch_sub(&t->running, 1);
     atomic_store(&s->status, status);
     if (atomic_load(&s->waiting) > 0)
         atomic_store(&t->wake_needed, 1);

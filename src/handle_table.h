@@ -33,6 +33,7 @@ typedef struct herd_handle_table {
     pthread_mutex_t lock;
     pthread_cond_t done; /* broadcast when a slot completes and someone waits */
     atomic_int wake_needed; /* a completed slot has a waiter: the next notify broadcasts */
+    atomic_long running;    /* operations allocated and not yet completed (herd_join's check) */
     uint32_t free_head;  /* guarded by lock */
     uint32_t capacity;
     herd_slot_t *slots;

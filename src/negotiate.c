@@ -9,11 +9,12 @@
 
 #include "dtype.h"
 #include "herd.h"
-#include "request_queue.h"
+#include "op_kind.h"
 
 struct herd_pending_name {
     UT_hash_handle hh;
-    int64_t priority; /* rank 0's, once rank 0 has asked */
+    int64_t priority; /* rank 0's, once rank 0 has asked; else the lowest asking rank's */
+    int priority_rank; /* the rank `priority` came from */
     int64_t stall_since_ms; /* as in herd_slot_info_t; -1 until a stall check sees it */
     int stall_warned;
     int64_t arrival;  /* order of first sight, for a stable report */
@@ -26,7 +27,8 @@ struct herd_pending_name {
 
 /* ---- wire format ---------------------------------------------------------------------------
  * offset 0 u16 name_len | 2 u8 kind | 3 u8 dtype | 4 u8 op | 5..7 zero | 8 i32 root |
- * 12 i32 device | 16 i64 count | 24 i64 priority | 32 i64 evict_slot | 40 name bytes.
+ * 12 i32 device | 16 i64 count | 24 i64 priority | 32 i64 evict_slot | 40 i64 row |
+ * 48 name bytes.
  * Host byte order: herd's ranks run one build on one architecture. */
 
 static void put(char *p, const void *v, size_t n)
@@ -54,6 +56,7 @@ int herd__wire_encode(char *buf, size_t cap, size_t *used, const herd_wire_reque
     put(p + 16, &req->attrs.count, 8);
     put(p + 24, &req->priority, 8);
     put(p + 32, &req->evict_slot, 8);
+    put(p + 40, &req->attrs.row, 8);
     memcpy(p + HERD_WIRE_HEADER_BYTES, req->name, req->name_len);
     *used += need;
     return 0;
@@ -79,6 +82,7 @@ int herd__wire_decode(const char *buf, size_t len, size_t *offset, herd_wire_req
     memcpy(&r.attrs.count, p + 16, 8);
     memcpy(&r.priority, p + 24, 8);
     memcpy(&r.evict_slot, p + 32, 8);
+    memcpy(&r.attrs.row, p + 40, 8);
     if (len16 == 0 || len16 > HERD_MAX_NAME_LEN ||
         len - *offset - HERD_WIRE_HEADER_BYTES < (size_t)len16)
         return -1;
@@ -89,7 +93,12 @@ int herd__wire_decode(const char *buf, size_t len, size_t *offset, herd_wire_req
         !herd__op_valid(op) || r.attrs.count < 0 || r.evict_slot < -1 || r.priority < 0 ||
         r.attrs.device < HERD_DEVICE_CPU)
         return -1;
-    if (kind == HERD_KIND_BROADCAST ? r.attrs.root < 0 : r.attrs.root != -1)
+    const herd_kind_info_t *k = herd__kind(kind);
+    if (k->has_root ? r.attrs.root < 0 : r.attrs.root != -1)
+        return -1;
+    if (k->has_row ? r.attrs.row < 1 || r.attrs.count % r.attrs.row != 0 : r.attrs.row != 1)
+        return -1;
+    if (!k->reduces && op != HERD_SUM)
         return -1;
     r.attrs.kind = kind;
     r.attrs.dtype = dtype;
@@ -105,19 +114,36 @@ int herd__wire_decode(const char *buf, size_t len, size_t *offset, herd_wire_req
 
 int herd__attrs_agree(const herd_attrs_t *a, const herd_attrs_t *b)
 {
-    return a->count == b->count && a->kind == b->kind && a->dtype == b->dtype && a->op == b->op &&
-           a->root == b->root && (a->device >= 0) == (b->device >= 0);
+    if (a->kind != b->kind || !herd__kind_valid(a->kind))
+        return 0;
+    const herd_kind_info_t *k = herd__kind(a->kind);
+    return (k->count_varies || a->count == b->count) && a->row == b->row &&
+           a->dtype == b->dtype && a->op == b->op && a->root == b->root &&
+           (a->device >= 0) == (b->device >= 0);
 }
 
 void herd__attrs_describe(const herd_attrs_t *a, char *out, size_t cap)
 {
     const char *where = a->device >= 0 ? " on GPU" : "";
-    if (a->kind == HERD_KIND_BROADCAST)
-        snprintf(out, cap, "broadcast of %lld %s from root %d%s", (long long)a->count,
-                 herd__dtype_name(a->dtype), (int)a->root, where);
-    else
-        snprintf(out, cap, "allreduce of %lld %s (%s)%s", (long long)a->count,
-                 herd__dtype_name(a->dtype), herd__op_name(a->op), where);
+    const herd_kind_info_t *k = herd__kind(a->kind);
+    if (k == NULL) {
+        snprintf(out, cap, "an operation of unknown kind %d", (int)a->kind);
+        return;
+    }
+    if (!k->has_data) {
+        snprintf(out, cap, "%s", k->name);
+        return;
+    }
+    char extra[96] = "";
+    if (k->reduces)
+        snprintf(extra, sizeof extra, " (%s)", herd__op_name(a->op));
+    else if (k->has_root)
+        snprintf(extra, sizeof extra, " from root %d", (int)a->root);
+    char rows[64] = "";
+    if (k->has_row)
+        snprintf(rows, sizeof rows, " in rows of %lld", (long long)a->row);
+    snprintf(out, cap, "%s of %lld %s%s%s%s", k->name, (long long)a->count,
+             herd__dtype_name(a->dtype), rows, extra, where);
 }
 
 /* ---- lifetime ------------------------------------------------------------------------------ */
@@ -126,7 +152,9 @@ int herd__negotiate_init(herd_negotiator_t *n, int nranks)
 {
     memset(n, 0, sizeof *n);
     n->nranks = nranks;
-    return 0;
+    n->last_joined = -1;
+    n->joined = calloc((size_t)nranks, 1);
+    return n->joined == NULL ? HERD_ERR_NO_MEMORY : 0;
 }
 
 static void free_pending(herd_pending_name_t *p)
@@ -160,6 +188,7 @@ void herd__negotiate_destroy(herd_negotiator_t *n)
     free(n->ready);
     free(n->events);
     free(n->messages);
+    free(n->joined);
     memset(n, 0, sizeof *n);
 }
 
@@ -258,37 +287,60 @@ static int evict(herd_negotiator_t *n, int64_t slot, const char *name, size_t na
 
 /* ---- completing a name ----------------------------------------------------------------- */
 
+/* The lowest rank that asked for the name: its attributes are the reference. */
+static int first_asker(const herd_negotiator_t *n, const herd_pending_name_t *p)
+{
+    for (int r = 0; r < n->nranks; r++)
+        if (p->have[r])
+            return r;
+    return -1;
+}
+
 static char *mismatch_message(const herd_negotiator_t *n, const herd_pending_name_t *p)
 {
-    int first_bad = -1, nbad = 0;
-    for (int r = 1; r < n->nranks; r++) {
-        if (!herd__attrs_agree(&p->attrs[0], &p->attrs[r])) {
+    int ref = first_asker(n, p), first_bad = -1, nbad = 0;
+    for (int r = ref + 1; r < n->nranks; r++) {
+        if (p->have[r] && !herd__attrs_agree(&p->attrs[ref], &p->attrs[r])) {
             if (first_bad < 0)
                 first_bad = r;
             nbad++;
         }
     }
-    char a0[160], ab[160];
-    herd__attrs_describe(&p->attrs[0], a0, sizeof a0);
+    char a0[200], ab[200];
+    herd__attrs_describe(&p->attrs[ref], a0, sizeof a0);
     herd__attrs_describe(&p->attrs[first_bad], ab, sizeof ab);
     size_t cap = p->name_len + sizeof a0 + sizeof ab + 160;
     char *msg = malloc(cap);
     if (msg == NULL)
         return NULL;
-    int len = snprintf(msg, cap, "tensor '%.*s': ranks disagree: rank 0 sent %s, rank %d sent %s",
-                       (int)p->name_len, p->name, a0, first_bad, ab);
+    int len = snprintf(msg, cap, "tensor '%.*s': ranks disagree: rank %d sent %s, rank %d sent %s",
+                       (int)p->name_len, p->name, ref, a0, first_bad, ab);
     if (nbad > 1 && len > 0 && (size_t)len < cap)
-        snprintf(msg + len, cap - (size_t)len, " (and %d more ranks differ from rank 0)",
-                 nbad - 1);
+        snprintf(msg + len, cap - (size_t)len, " (and %d more ranks differ from rank %d)",
+                 nbad - 1, ref);
     return msg;
+}
+
+/* Every rank has asked, or has joined (a joined rank takes part without asking). */
+static int name_complete(const herd_negotiator_t *n, const herd_pending_name_t *p)
+{
+    if (p->nhave == n->nranks)
+        return 1;
+    if (p->nhave == 0 || n->njoined == 0)
+        return 0;
+    int missing = 0;
+    for (int r = 0; r < n->nranks; r++)
+        missing += !p->have[r] && !n->joined[r];
+    return missing == 0;
 }
 
 static int complete_name(herd_negotiator_t *n, herd_pending_name_t *p)
 {
     int rc = 0;
     int agree = 1;
-    for (int r = 1; r < n->nranks && agree; r++)
-        agree = herd__attrs_agree(&p->attrs[0], &p->attrs[r]);
+    int ref = first_asker(n, p);
+    for (int r = ref + 1; r < n->nranks && agree; r++)
+        agree = !p->have[r] || herd__attrs_agree(&p->attrs[ref], &p->attrs[r]);
     if (!agree) {
         herd_neg_event_t ev = {.type = HERD_EVENT_ERROR, .status = HERD_ERR_MISMATCH, .slot = -1};
         char *name = malloc(p->name_len + 1);
@@ -310,7 +362,7 @@ static int complete_name(herd_negotiator_t *n, herd_pending_name_t *p)
             memcpy(name, p->name, p->name_len);
             name[p->name_len] = '\0';
             herd_slot_info_t *s = &n->slots[slot];
-            s->attrs = p->attrs[0];
+            s->attrs = p->attrs[ref];
             s->priority = p->priority;
             s->stall_since_ms = -1;
             s->stall_warned = 0;
@@ -358,7 +410,7 @@ static int add_request(herd_negotiator_t *n, int rank, const herd_wire_request_t
         HASH_ADD_KEYPTR(hh, n->pending, p->name, p->name_len, p);
         n->npending++;
     }
-    if (p->have[rank]) {
+    if (p->have[rank] || n->joined[rank]) {
         /* One op per name per rank is in flight: a repeat is a malformed stream; drop it. */
         n->malformed++;
         return 0;
@@ -367,11 +419,45 @@ static int add_request(herd_negotiator_t *n, int rank, const herd_wire_request_t
     p->attrs[rank] = req->attrs;
     if (n->observe != NULL)
         n->observe(n->observe_ctx, rank, req->name, req->name_len);
-    if (rank == 0)
+    if (p->nhave == 0 || rank < p->priority_rank) {
         p->priority = req->priority;
-    if (++p->nhave == n->nranks)
+        p->priority_rank = rank;
+    }
+    p->nhave++;
+    if (name_complete(n, p))
         return complete_name(n, p);
     return 0;
+}
+
+/* A rank joined: names that waited only on joined ranks complete now. */
+static int complete_after_join(herd_negotiator_t *n)
+{
+    herd_pending_name_t *p, *tmp;
+    HASH_ITER(hh, n->pending, p, tmp) {
+        if (name_complete(n, p)) {
+            int rc = complete_name(n, p);
+            if (rc)
+                return rc;
+        }
+    }
+    return 0;
+}
+
+static int add_join(herd_negotiator_t *n, int rank)
+{
+    if (n->joined[rank]) {
+        n->malformed++; /* one join per rank until every rank has joined */
+        return 0;
+    }
+    n->joined[rank] = 1;
+    n->njoined++;
+    n->last_joined = rank;
+    if (n->njoined < n->nranks)
+        return 0;
+    herd_neg_event_t ev = {.type = HERD_EVENT_JOINED, .slot = rank, .name = "", .name_len = 0};
+    memset(n->joined, 0, (size_t)n->nranks);
+    n->njoined = 0;
+    return push_event(n, ev);
 }
 
 /* ---- ordering: heapsort by (priority, slot); it allocates nothing, unlike glibc's qsort. ---- */
@@ -441,7 +527,15 @@ int herd__negotiate_round(herd_negotiator_t *n, const uint64_t *and_bits, int64_
             herd_wire_request_t req;
             int got;
             while ((got = herd__wire_decode(blobs[r], blob_lens[r], &off, &req)) == 1) {
-                int rc = add_request(n, r, &req, arrival++);
+                int rc;
+                if (req.attrs.kind == HERD_KIND_JOIN) {
+                    int before = n->njoined;
+                    rc = add_join(n, r);
+                    if (rc == 0 && n->njoined > before)
+                        rc = complete_after_join(n);
+                } else {
+                    rc = add_request(n, r, &req, arrival++);
+                }
                 if (rc)
                     return rc;
             }
@@ -449,6 +543,11 @@ int herd__negotiate_round(herd_negotiator_t *n, const uint64_t *and_bits, int64_
                 n->malformed++;
         }
     }
+    /* The round in which the last rank joined has no real op ready: every rank had joined, so
+     * none had an op in flight, and the joined ranks' all-ones bits must not run anything. */
+    for (int64_t e = 0; e < n->nevents; e++)
+        if (n->events[e].type == HERD_EVENT_JOINED)
+            n->nready = 0;
     sort_ready(n);
     return 0;
 }
@@ -557,7 +656,7 @@ static int stall_step(int64_t *since, int *warned, int64_t now_ms, int64_t warn_
 static int stall_event(herd_negotiator_t *n, int type, int64_t slot, const char *name,
                        size_t name_len, char *message)
 {
-    herd_neg_event_t ev = {.type = type, .slot = slot, .status = HERD_ERR_TIMEOUT,
+    herd_neg_event_t ev = {.type = type, .slot = slot, .status = HERD_ERR_STALLED,
                            .name_len = name_len};
     char *copy = malloc(name_len + 1);
     if (copy != NULL) {

@@ -19,16 +19,17 @@
 #include <uthash.h>
 
 typedef struct herd_attrs {
-    int64_t count;
+    int64_t count;  /* this rank's; differs per rank for kinds whose count varies */
+    int64_t row;    /* elements per row (op_kind.h has_row), else 1 */
     int32_t kind;   /* HERD_KIND_* */
     int32_t dtype;
-    int32_t op;     /* HERD_SUM for broadcasts */
-    int32_t root;   /* -1 for allreduce */
+    int32_t op;     /* HERD_SUM for kinds that do not reduce */
+    int32_t root;   /* -1 for kinds without a root */
     int32_t device; /* HERD_DEVICE_CPU or a CUDA ordinal */
 } herd_attrs_t;
 
 /* One name request as it travels between ranks. */
-enum { HERD_WIRE_HEADER_BYTES = 40 };
+enum { HERD_WIRE_HEADER_BYTES = 48 };
 typedef struct herd_wire_request {
     herd_attrs_t attrs;
     int64_t priority;   /* the sender's declaration key */
@@ -44,8 +45,8 @@ int herd__wire_encode(char *buf, size_t cap, size_t *used, const herd_wire_reque
  * malformed record (bounds, lengths and every enum are checked; nothing is read out of range). */
 int herd__wire_decode(const char *buf, size_t len, size_t *offset, herd_wire_request_t *out);
 
-/* 1 if two ranks' attributes describe the same operation. Devices agree when both are host or
- * both are GPUs: each rank may drive its own GPU ordinal. */
+/* 1 if two ranks' attributes describe the same operation: what op_kind.h says must agree does.
+ * Devices agree when both are host or both are GPUs: each rank may drive its own GPU ordinal. */
 int herd__attrs_agree(const herd_attrs_t *a, const herd_attrs_t *b);
 
 /* "allreduce of 10 float32 (sum)", "broadcast of 3 int8 from root 1". */
@@ -69,7 +70,8 @@ enum {
     HERD_EVENT_EVICTED = 1,  /* a cache slot was given up */
     HERD_EVENT_ERROR = 2,    /* a name failed (mismatch, stall timeout): its askers' ops fail */
     HERD_EVENT_STALLED = 3,  /* a tensor waits on missing ranks: warn (message) */
-    HERD_EVENT_EXPIRED = 4   /* a cached slot's ops timed out on the ranks that submitted them */
+    HERD_EVENT_EXPIRED = 4,  /* a cached slot's ops timed out on the ranks that submitted them */
+    HERD_EVENT_JOINED = 5    /* every rank has joined: joins complete; slot = the last rank */
 };
 
 typedef struct herd_neg_event {
@@ -97,11 +99,17 @@ typedef struct herd_negotiator {
     char **messages; /* owned texts behind events of the last round */
     int64_t nmessages, messages_cap;
     int64_t malformed; /* records dropped as malformed, ever */
+    /* Join (herd_join): ranks that have joined and wait for the others. A joined rank takes part
+     * in every op: names complete when every rank that has not joined asked for them. */
+    uint8_t *joined; /* per rank */
+    int njoined;
+    int last_joined;
     /* Optional: told of every name request as it is taken in (the timeline's ready marks). */
     void (*observe)(void *ctx, int rank, const char *name, size_t name_len);
     void *observe_ctx;
 } herd_negotiator_t;
 
+/* Returns 0, or HERD_ERR_NO_MEMORY. */
 int herd__negotiate_init(herd_negotiator_t *n, int nranks);
 void herd__negotiate_destroy(herd_negotiator_t *n);
 
@@ -125,7 +133,7 @@ int herd__negotiate_fail_pending(herd_negotiator_t *n, int status, const char *w
  * ready vector (words each) and now_ms rank 0's clock. A tensor some ranks have submitted and
  * others have not is stalled from the first check that sees it so; once stalled for warn_ms it
  * yields one STALLED event (0 disables), once stalled for timeout_ms (0 disables) an ERROR
- * event with HERD_ERR_TIMEOUT (a name still being negotiated: dropped) or an EXPIRED event (a
+ * event with HERD_ERR_STALLED (a name still being negotiated: dropped) or an EXPIRED event (a
  * cached slot). Messages name the tensor, how long, and the ranks that have and have not
  * submitted it. Replaces the events of the round. */
 int herd__negotiate_stall_scan(herd_negotiator_t *n, const uint64_t *const *rank_bits,

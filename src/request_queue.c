@@ -27,6 +27,7 @@ int herd__queue_init(herd_request_queue_t *q, uint32_t capacity)
     atomic_init(&q->pending, 0);
     atomic_init(&q->driving, 0);
     atomic_init(&q->unsignaled, 0);
+    atomic_init(&q->joined, 0);
     q->capacity = capacity;
     return HERD_OK;
 }
@@ -54,6 +55,27 @@ void herd__queue_push(herd_request_queue_t *q, uint32_t index, int defer)
     atomic_fetch_add(&q->pending, 1);
     if (q->sleeping && !atomic_load(&q->driving) &&
         (atomic_exchange(&q->unsignaled, 1) || !defer))
+        herd__cond_signal(&q->cond);
+    herd__mutex_unlock(&q->lock);
+}
+
+void herd__queue_push_many(herd_request_queue_t *q, const uint32_t *indices, uint32_t n)
+{
+    if (n == 0)
+        return;
+    herd__mutex_lock(&q->lock);
+    for (uint32_t i = 0; i < n; i++) {
+        uint32_t index = indices[i];
+        q->next[index] = HERD_NO_INDEX;
+        if (q->tail == HERD_NO_INDEX)
+            q->head = index;
+        else
+            q->next[q->tail] = index;
+        q->tail = index;
+        q->count++;
+    }
+    atomic_fetch_add(&q->pending, n);
+    if (q->sleeping && !atomic_load(&q->driving))
         herd__cond_signal(&q->cond);
     herd__mutex_unlock(&q->lock);
 }

@@ -8,22 +8,30 @@
 #include <stdatomic.h>
 #include <stdint.h>
 
-struct herd_tensor;
+#include "op_kind.h"
 
-enum { HERD_KIND_ALLREDUCE = 0, HERD_KIND_BROADCAST = 1, HERD_NUM_KINDS = 2 };
+struct herd_tensor;
 
 /* No index: the end of a list. */
 #define HERD_NO_INDEX UINT32_MAX
 
 typedef struct herd_request {
-    int kind;  /* HERD_KIND_* */
+    int kind;  /* HERD_KIND_* (op_kind.h) */
     int dtype; /* HERD_UINT8 ... */
-    int op;    /* HERD_SUM ...; HERD_SUM for broadcasts */
-    int root;  /* broadcast root; -1 for allreduce */
+    int op;    /* HERD_SUM ...; HERD_SUM for kinds that do not reduce */
+    int root;  /* broadcast root; -1 for other kinds */
     int device;
-    int64_t count;
-    const void *sendbuf; /* allreduce input; broadcast buffer */
-    void *recvbuf;       /* allreduce output (== sendbuf in place); broadcast buffer */
+    int64_t count; /* elements this rank sends (allreduce, broadcast: of the tensor; allgather:
+                      this rank's part; reducescatter: the whole input; alltoall: all blocks) */
+    int64_t row;   /* elements per row: reducescatter's split and the variable kinds' unit */
+    double prescale, postscale; /* allreduce and reducescatter; 1.0 otherwise */
+    const void *sendbuf; /* input; broadcast buffer */
+    void *recvbuf;       /* output (== sendbuf in place); broadcast buffer */
+    /* Variable-size kinds, all the caller's, written only on success: */
+    const int64_t *sendcounts; /* alltoallv: per destination */
+    int64_t *counts_out;       /* allgatherv: every rank's count; alltoallv: received counts */
+    void **recvbuf_out;        /* allgatherv, alltoallv: the buffer herd allocated */
+    int *last_rank_out;        /* join */
     struct herd_tensor *tensor;
     int64_t submit_ns; /* when the API thread queued it (for the timeline) */
     int64_t intake_ns; /* when negotiation started: under the progress lock */
@@ -43,6 +51,8 @@ typedef struct herd_request_queue {
     /* 1 when a request was queued while the coordinator thread slept and nobody woke it (see
      * herd__queue_push). */
     atomic_int unsignaled;
+    /* 1 from a herd_join's submission until it completes: this rank submits nothing else. */
+    atomic_int joined;
     uint32_t *next;       /* guarded by lock: link per handle index */
     uint32_t capacity;
 } herd_request_queue_t;
@@ -57,6 +67,10 @@ void herd__queue_destroy(herd_request_queue_t *q);
  * not wake it: the next submission does, or the next wait or poll (herd__queue_flush), or the
  * coordinator's own idle timeout (HERD_IDLE_POLL_US), whichever comes first. */
 void herd__queue_push(herd_request_queue_t *q, uint32_t index, int defer);
+
+/* Appends `n` indices at once (a group: herd_group_end), so the coordinator takes them all in
+ * the same intake. Wakes like herd__queue_push without `defer`. */
+void herd__queue_push_many(herd_request_queue_t *q, const uint32_t *indices, uint32_t n);
 
 /* Wakes the coordinator thread if a request is queued that it was not told about. Cheap when
  * there is none (one atomic exchange). Any thread. */

@@ -19,7 +19,8 @@
     X(HERD_ERR_MISMATCH, "ranks disagree about a tensor")                                      \
     X(HERD_ERR_TIMEOUT, "timed out")                                                           \
     X(HERD_ERR_SHUTDOWN, "herd shut down before the operation completed")                     \
-    X(HERD_ERR_INTERNAL, "internal error in herd")
+    X(HERD_ERR_INTERNAL, "internal error in herd")                                             \
+    X(HERD_ERR_STALLED, "stalled: some ranks never submitted the operation")
 
 /* Longest error message kept, including the NUL. Longer messages are cut. */
 enum { HERD_ERRMSG_MAX = 1024 };

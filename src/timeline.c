@@ -40,7 +40,8 @@ struct herd_timeline {
 };
 
 static const char *const phase_names[HERD_TL_NUM_PHASES] = {
-    "QUEUED", "NEGOTIATE", "PACK", "ALLREDUCE", "BROADCAST", "UNPACK", "READY"};
+    "QUEUED", "NEGOTIATE", "PACK", "ALLREDUCE", "BROADCAST", "UNPACK", "ALLGATHER",
+    "REDUCESCATTER", "ALLTOALL", "BARRIER", "JOIN", "READY"};
 
 /* Writes `s` as JSON string content. Tensor names are user text. */
 static void put_json_string(FILE *f, const char *s)

@@ -24,6 +24,11 @@ enum {
     HERD_TL_ALLREDUCE,
     HERD_TL_BROADCAST,
     HERD_TL_UNPACK,
+    HERD_TL_ALLGATHER,
+    HERD_TL_REDUCESCATTER,
+    HERD_TL_ALLTOALL,
+    HERD_TL_BARRIER,
+    HERD_TL_JOIN,
     HERD_TL_MARK, /* instant: a rank reported ready (arg: the rank, -1 = all) */
     HERD_TL_NUM_PHASES
 };

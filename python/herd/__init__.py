@@ -1,4 +1,5 @@
-"""herd: fused, negotiated allreduce and broadcast over MPI for data-parallel training.
+"""herd: fused, negotiated collectives over MPI for data-parallel training: push_pull
+(allreduce), broadcast, allgather, reducescatter, alltoall, barrier, join, groups, objects.
 
     import numpy as np
     import herd
@@ -44,6 +45,7 @@ from ._capi import (
     ERR_NOT_FOUND,
     ERR_NOT_SUPPORTED,
     ERR_SHUTDOWN,
+    ERR_STALLED,
     ERR_TIMEOUT,
     FLOAT16,
     FLOAT32,
@@ -64,8 +66,22 @@ from ._core import (
     OPS,
     Handle,
     abi_version,
+    allgather,
+    allgather_async,
+    allgather_object,
+    alltoall,
+    alltoall_async,
+    barrier,
+    barrier_async,
     broadcast,
     broadcast_async,
+    broadcast_object,
+    grouped_push_pull,
+    grouped_push_pull_async,
+    join,
+    join_async,
+    reducescatter,
+    reducescatter_async,
     declare,
     init,
     is_initialized,
@@ -90,11 +106,12 @@ from .errors import (
     NotFoundError,
     NotSupportedError,
     ShutdownError,
+    StalledError,
     status_name,
     strerror,
 )
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 #: The path of the loaded libherd.
 library_path = _capi.path
@@ -102,14 +119,17 @@ library_path = _capi.path
 __all__ = [
     "init", "shutdown", "is_initialized", "rank", "size", "local_rank", "local_size", "declare",
     "push_pull", "push_pull_async", "broadcast", "broadcast_async", "Handle",
+    "allgather", "allgather_async", "reducescatter", "reducescatter_async", "alltoall",
+    "alltoall_async", "barrier", "barrier_async", "join", "join_async", "grouped_push_pull",
+    "grouped_push_pull_async", "broadcast_object", "allgather_object",
     "version", "abi_version", "library_path", "build_info", "status_name", "strerror",
     "HerdError", "InvalidArgumentError", "InvalidUsageError", "NotFoundError",
     "NotSupportedError", "NoMemoryError", "BackendError", "MismatchError", "HerdTimeoutError",
-    "ShutdownError", "InternalError",
+    "ShutdownError", "InternalError", "StalledError",
     "SUM", "AVERAGE", "MIN", "MAX", "PRODUCT", "OPS", "DTYPES",
     "UINT8", "INT8", "INT32", "INT64", "FLOAT16", "BFLOAT16", "FLOAT32", "FLOAT64",
     "DEVICE_CPU", "MAX_NAME_LEN", "ABI_VERSION",
     "ERR_INVALID_ARG", "ERR_INVALID_USAGE", "ERR_NOT_FOUND", "ERR_NOT_SUPPORTED",
     "ERR_NO_MEMORY", "ERR_BACKEND", "ERR_MISMATCH", "ERR_TIMEOUT", "ERR_SHUTDOWN",
-    "ERR_INTERNAL",
+    "ERR_INTERNAL", "ERR_STALLED",
 ]

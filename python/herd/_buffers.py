@@ -280,9 +280,17 @@ def _from_dlpack(obj, dtype, what):
 
 
 def resolve(obj, dtype=None, what="array"):
-    """A Buffer over `obj`'s memory. `dtype` overrides the element type (same element size)."""
+    """A Buffer over `obj`'s memory. `dtype` overrides the element type (same element size).
+
+    Scalars (numpy scalars such as a loss value, Python int and float) have no memory of their
+    own to share: they become read-only 0-d arrays (Python int: int64, float: float64), so they
+    work wherever an input does, and are refused where herd would write into them."""
     if isinstance(obj, np.ndarray):
         return _from_ndarray(obj, obj, dtype, what, ())
+    if isinstance(obj, (np.generic, int, float)) and not isinstance(obj, bool):
+        arr = np.array(obj)
+        arr.flags.writeable = False
+        return _from_ndarray(arr, obj, dtype, what, ())
     cai = getattr(obj, "__cuda_array_interface__", None)
     if cai is not None:
         return _from_cuda_array_interface(obj, cai, dtype, what)

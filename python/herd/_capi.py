@@ -18,7 +18,7 @@ import os
 from pathlib import Path
 
 # Must equal herd_abi_version() of the loaded library (HERD_ABI_VERSION in herd.h).
-ABI_VERSION = 1
+ABI_VERSION = 2
 
 # Status codes, element types, ops and devices: copies of herd.h's pinned values.
 OK = 0
@@ -33,6 +33,7 @@ ERR_MISMATCH = -7
 ERR_TIMEOUT = -8
 ERR_SHUTDOWN = -9
 ERR_INTERNAL = -10
+ERR_STALLED = -11
 
 UINT8 = 0
 INT8 = 1
@@ -57,6 +58,9 @@ _i64 = ctypes.c_int64
 _i64_p = ctypes.POINTER(ctypes.c_int64)
 _str = ctypes.c_char_p
 _ptr = ctypes.c_void_p
+_ptr_p = ctypes.POINTER(ctypes.c_void_p)
+_int_p = ctypes.POINTER(ctypes.c_int)
+_dbl = ctypes.c_double
 
 # Every function libherd exports: name -> (argtypes, restype). A test checks that this set equals
 # the library's dynamic exports and the HERD_API declarations in herd.h.
@@ -81,6 +85,21 @@ SIGNATURES = {
     "herd_dtype_size": ([_int], _int),
     "herd_set_cuda_stream": ([_ptr], _int),
     "herd_handle_stream_wait": ([_i64, _ptr], _int),
+    "herd_push_pull_scaled": ([_str, _ptr, _ptr, _i64, _int, _int, _dbl, _dbl, _int, _i64_p],
+                              _int),
+    "herd_allgather": ([_str, _ptr, _ptr, _i64, _int, _int, _i64_p], _int),
+    "herd_allgatherv": ([_str, _ptr, _i64, _i64, _int, _int, _ptr_p, _i64_p, _i64_p], _int),
+    "herd_reducescatter": ([_str, _ptr, _ptr, _i64, _int, _int, _int, _i64_p], _int),
+    "herd_reducescatterv": ([_str, _ptr, _ptr, _i64, _i64, _int, _int, _int, _i64_p], _int),
+    "herd_reducescatter_rows": ([_i64, _int, _int], _i64),
+    "herd_alltoall": ([_str, _ptr, _ptr, _i64, _int, _int, _i64_p], _int),
+    "herd_alltoallv": ([_str, _ptr, _i64_p, _i64, _int, _int, _ptr_p, _i64_p, _i64_p], _int),
+    "herd_barrier": ([_str, _i64_p], _int),
+    "herd_join": ([_int, _int_p, _i64_p], _int),
+    "herd_group_start": ([], _int),
+    "herd_group_end": ([], _int),
+    "herd_free": ([_ptr, _int], _int),
+    "herd_progress_handle": ([_i64, _i64], _int),
 }
 
 

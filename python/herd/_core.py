@@ -2,7 +2,9 @@
 
 Threads: herd's C calls release the GIL (ctypes.CDLL does), so a rank's other Python threads
 run while one waits. Blocking waits are cut into WAIT_SLICE_MS slices, so a KeyboardInterrupt
-reaches the program within one slice; a handle whose wait was interrupted stays valid.
+reaches the program within one slice; a handle whose wait was interrupted stays valid. A wait
+without a timeout drives the rounds its operation needs on the waiting thread
+(herd_progress_handle), like a C wait without deadline: no hand-off to herd's thread.
 
 Buffers: herd reads and writes the caller's memory from its coordinator thread until the handle
 completes. A Handle therefore holds every object whose memory herd may touch; a Handle dropped
@@ -18,6 +20,8 @@ import operator
 import sys
 import threading
 import time
+
+import numpy as np
 
 from . import _buffers, _capi, errors
 from ._capi import lib
@@ -35,7 +39,11 @@ OPS = {
 
 # Unnamed submissions are named "<kind>.noname.<N>" from one counter per kind and process, so
 # ranks that make their unnamed calls in the same order agree on the names (as Horovod does).
-_noname = {"push_pull": itertools.count(), "broadcast": itertools.count()}
+_noname = {
+    kind: itertools.count()
+    for kind in ("push_pull", "broadcast", "allgather", "reducescatter", "alltoall", "barrier",
+                 "grouped_push_pull", "broadcast_object", "allgather_object")
+}
 
 # Handle id -> objects to keep alive, for handles dropped before they completed. Only touched
 # with single dict operations, which the GIL makes atomic: __del__ may run on any thread, at any
@@ -185,7 +193,8 @@ def _handle_out(hid_ref, st):
 
 
 class Handle:
-    """One submitted push_pull or broadcast.
+    """One submitted operation (push_pull, broadcast, allgather, reducescatter, alltoall,
+    barrier, join).
 
     poll() says whether it has completed; wait() blocks until it does, releases it and returns
     the result (or raises the operation's HerdError). A Handle keeps the input and output alive
@@ -194,13 +203,15 @@ class Handle:
     with them, and herd releases it later.
     """
 
-    __slots__ = ("_id", "_name", "_result", "_keep", "_status", "_lock", "__weakref__")
+    __slots__ = ("_id", "_name", "_result", "_keep", "_status", "_lock", "_finish",
+                 "__weakref__")
 
-    def __init__(self, hid, name, result, keep):
+    def __init__(self, hid, name, result, keep, finish=None):
         self._id = hid
         self._name = name
         self._result = result
         self._keep = keep
+        self._finish = finish  # turns the C results into the Python result, after success
         self._status = None  # the final status once waited; None while the C handle is live
         self._lock = threading.Lock()
 
@@ -234,7 +245,10 @@ class Handle:
 
     def wait(self, timeout=None):
         """Blocks until the operation completes and returns its result: the output array of a
-        push_pull, the array of a broadcast. Raises the operation's HerdError if it failed.
+        push_pull, the array of a broadcast, the gathered/scattered array of allgather and
+        reducescatter, (array, received_splits) of alltoall, None for a barrier, the last rank
+        to join for join. Raises the operation's HerdError if it failed (StalledError when the
+        stall inspector timed it out: some ranks never submitted it).
 
         timeout: seconds, None to wait forever. When it passes, HerdTimeoutError is raised and
         the handle stays valid (wait again or poll). Waiting on a handle that was already waited
@@ -261,7 +275,14 @@ class Handle:
                     left = deadline - time.monotonic()
                     slice_ms = max(0, min(WAIT_SLICE_MS, math.ceil(left * 1000)))
                 try:
-                    st = lib.herd_wait_handle(self._id, slice_ms)
+                    if deadline is None:
+                        # Drives the rounds this handle needs on this thread, as a C wait
+                        # without deadline does, but returns every slice for signals.
+                        st = lib.herd_progress_handle(self._id, slice_ms)
+                        if st == _capi.INPROGRESS:
+                            st = _capi.ERR_TIMEOUT
+                    else:
+                        st = lib.herd_wait_handle(self._id, slice_ms)
                 except BaseException:
                     # Python raises a pending KeyboardInterrupt right after the C call returns,
                     # dropping its result: if that call completed and released the handle, the
@@ -282,6 +303,8 @@ class Handle:
                 result, self._result, self._keep = self._result, None, None
             if err is not None:
                 raise err
+            if self._finish is not None:
+                return self._finish(result)
             return result
 
     def __enter__(self):
@@ -304,7 +327,8 @@ class Handle:
         return f"<herd.Handle {self._id} '{self._name}' {state}>"
 
 
-def push_pull_async(array, name=None, op="sum", out=None, dtype=None):
+def push_pull_async(array, name=None, op="sum", out=None, dtype=None, prescale=1.0,
+                    postscale=1.0):
     """Submits an allreduce of `array` across all ranks and returns a Handle.
 
     array: a numpy array (C-contiguous), a writable or read-only buffer-protocol object
@@ -319,12 +343,19 @@ def push_pull_async(array, name=None, op="sum", out=None, dtype=None):
         reduces in place; any other writable buffer with the same dtype and element count.
     dtype: overrides the element type, for buffers whose own type says nothing (bfloat16 bits
         in a uint16 array: dtype="bfloat16"). The element size must match.
+    prescale, postscale: each rank's input is multiplied by prescale before the reduction and
+        the result by postscale after it (after AVERAGE's division), in float32 for float16,
+        bfloat16 and float32, float64 for float64; integers in float64, truncated toward zero.
+        Host memory only.
 
+    A scalar (numpy scalar such as a loss value, Python int or float) works as `array`; with
+    out=None the result is then a numpy scalar too.
     `array` and `out` must not change until the handle completes; the handle keeps them alive.
     The Handle's wait() returns `out` (the allocated array when out is None).
     """
     _reap_orphans()
     code = _op_code(op)
+    prescale, postscale = _factor(prescale, "prescale"), _factor(postscale, "postscale")
     send = _buffers.resolve(array, dtype, "array")
     if out is None:
         result = _buffers.allocate_like(send)
@@ -353,10 +384,16 @@ def push_pull_async(array, name=None, op="sum", out=None, dtype=None):
     name_b = _submit_name(name, "push_pull")
     hid = ctypes.c_int64(0)
     _set_stream(send)
-    st = lib.herd_push_pull(name_b, send.ptr or None, recv.ptr or None, send.count, send.dtype,
-                            code, send.device, ctypes.byref(hid))
+    if prescale == 1.0 and postscale == 1.0:
+        st = lib.herd_push_pull(name_b, send.ptr or None, recv.ptr or None, send.count,
+                                send.dtype, code, send.device, ctypes.byref(hid))
+    else:
+        st = lib.herd_push_pull_scaled(name_b, send.ptr or None, recv.ptr or None, send.count,
+                                       send.dtype, code, prescale, postscale, send.device,
+                                       ctypes.byref(hid))
+    finish = _as_scalar if out is None and _is_scalar(array) else None
     return Handle(_handle_out(hid, st), name_b.decode("utf-8", "replace"), result,
-                  (send.keep, recv.keep, array, out, result))
+                  (send.keep, recv.keep, array, out, result), finish)
 
 
 def _set_stream(buf):
@@ -365,10 +402,12 @@ def _set_stream(buf):
         lib.herd_set_cuda_stream(ctypes.c_void_p(buf.stream or None))
 
 
-def push_pull(array, name=None, op="sum", out=None, dtype=None, timeout=None):
+def push_pull(array, name=None, op="sum", out=None, dtype=None, timeout=None, prescale=1.0,
+              postscale=1.0):
     """Synchronous push_pull_async(...).wait(timeout): returns the result (see push_pull_async).
     On timeout the operation stays in flight and its buffers stay alive until it completes."""
-    return push_pull_async(array, name=name, op=op, out=out, dtype=dtype).wait(timeout)
+    return push_pull_async(array, name=name, op=op, out=out, dtype=dtype, prescale=prescale,
+                           postscale=postscale).wait(timeout)
 
 
 def broadcast_async(array, root, name=None, dtype=None):
@@ -401,3 +440,336 @@ def broadcast_async(array, root, name=None, dtype=None):
 def broadcast(array, root, name=None, dtype=None, timeout=None):
     """Synchronous broadcast_async(...).wait(timeout): returns `array`, now equal to root's."""
     return broadcast_async(array, root, name=name, dtype=dtype).wait(timeout)
+
+
+# ---- helpers for the collectives beyond push_pull and broadcast ------------------------------
+
+def _is_scalar(obj):
+    return isinstance(obj, (np.generic, int, float)) and not isinstance(obj, bool)
+
+
+def _as_scalar(result):
+    return result[()]
+
+
+def _factor(value, what):
+    try:
+        f = float(value)
+    except (TypeError, ValueError):
+        raise errors.invalid_argument(
+            f"{what} must be a number, got {type(value).__name__}") from None
+    if not math.isfinite(f):
+        raise errors.invalid_argument(f"{what} must be finite, got {value!r}")
+    return f
+
+
+def _host_array(array, dtype, what):
+    """A resolved host buffer and the numpy view over it (the collectives below are host-only
+    and need the shape)."""
+    buf = _buffers.resolve(array, dtype, what)
+    if buf.device != _capi.DEVICE_CPU or buf.array is None:
+        raise errors.make(
+            _capi.ERR_NOT_SUPPORTED,
+            f"{what} is device memory; herd's allgather, reducescatter and alltoall take host "
+            "memory so far (GPU: push_pull and broadcast)")
+    return buf, buf.array
+
+
+def _rows(arr, what):
+    """(rows, elements per row, trailing shape) of an array split along axis 0; a 0-d array
+    is one row of one element."""
+    if arr.ndim == 0:
+        return 1, 1, ()
+    trailing = tuple(arr.shape[1:])
+    row = 1
+    for n in trailing:
+        row *= n
+    return int(arr.shape[0]), max(row, 1), trailing
+
+
+class _HerdMemory:
+    """Owns a buffer herd allocated for a variable-size result; frees it with the array."""
+
+    __slots__ = ("ptr",)
+
+    def __init__(self, ptr):
+        self.ptr = ptr
+
+    def __del__(self):
+        try:
+            if self.ptr:
+                lib.herd_free(self.ptr, _capi.DEVICE_CPU)
+                self.ptr = None
+        except Exception:  # interpreter teardown
+            pass
+
+
+def _adopt(ptr, count, storage, shape):
+    """A numpy array of `count` elements over herd-allocated memory at `ptr`, freed with it."""
+    if not count:
+        if ptr:
+            lib.herd_free(ptr, _capi.DEVICE_CPU)
+        return np.empty(shape, dtype=storage)
+    raw = (ctypes.c_char * (count * storage.itemsize)).from_address(ptr)
+    raw._herd_owner = _HerdMemory(ptr)
+    return np.frombuffer(raw, dtype=storage).reshape(shape)
+
+
+def _submit_done(hid, st, name_b, keep, finish, result=None):
+    return Handle(_handle_out(hid, st), name_b.decode("utf-8", "replace"), result, keep, finish)
+
+
+# ---- allgather ----------------------------------------------------------------------------------
+
+def allgather_async(array, name=None, dtype=None):
+    """Submits an allgather and returns a Handle whose wait() returns the concatenation of every
+    rank's `array` along axis 0, in rank order, as a new numpy array.
+
+    array: host memory (numpy array, buffer, DLPack/__array_interface__ object, scalar). The
+        first dimension may differ between ranks; the rest of the shape (the row) and the dtype
+        must agree (else MismatchError on every rank). A 0-d array or scalar counts as one row.
+    The result has shape (sum of every rank's rows, *array.shape[1:]) and array's dtype.
+    Raises InvalidArgumentError for a bad array, NotSupportedError for device memory.
+    """
+    _reap_orphans()
+    buf, arr = _host_array(array, dtype, "array")
+    rows, row, trailing = _rows(arr, "array")
+    n = size()
+    name_b = _submit_name(name, "allgather")
+    out_ptr = ctypes.c_void_p(0)
+    counts = (ctypes.c_int64 * n)()
+    hid = ctypes.c_int64(0)
+    st = lib.herd_allgatherv(name_b, buf.ptr or None, buf.count, row, buf.dtype, buf.device,
+                             ctypes.byref(out_ptr), counts, ctypes.byref(hid))
+    storage = arr.dtype
+
+    def finish(_):
+        total = sum(counts)
+        return _adopt(out_ptr.value, total, storage, (total // row,) + trailing)
+
+    return _submit_done(hid, st, name_b, (buf.keep, array, out_ptr, counts), finish)
+
+
+def allgather(array, name=None, dtype=None, timeout=None):
+    """Synchronous allgather_async(...).wait(timeout): every rank's rows, concatenated."""
+    return allgather_async(array, name=name, dtype=dtype).wait(timeout)
+
+
+# ---- reducescatter ------------------------------------------------------------------------------
+
+def reducescatter_async(array, op="average", name=None, dtype=None):
+    """Submits a reduce-scatter and returns a Handle whose wait() returns this rank's part.
+
+    Every rank passes an array of the same shape and dtype; it is reduced element-wise over the
+    ranks with `op` (default "average", as Horovod) and split along axis 0 as Horovod splits it:
+    with R rows and N ranks, rank r gets R // N rows, plus one when r < R % N, in rank order.
+    The result has shape (that many rows, *array.shape[1:]). The input is never written.
+    Raises InvalidArgumentError for a 0-d array or a bad op, MismatchError when ranks disagree.
+    """
+    _reap_orphans()
+    code = _op_code(op)
+    buf, arr = _host_array(array, dtype, "array")
+    if arr.ndim == 0:
+        raise errors.invalid_argument("reducescatter needs an array with at least one dimension")
+    rows, row, trailing = _rows(arr, "array")
+    mine = lib.herd_reducescatter_rows(rows, size(), rank())
+    result = np.empty((mine,) + trailing, dtype=arr.dtype)
+    recv = _buffers.resolve(result, _buffers.DTYPE_NAMES[buf.dtype], "out")
+    name_b = _submit_name(name, "reducescatter")
+    hid = ctypes.c_int64(0)
+    st = lib.herd_reducescatterv(name_b, buf.ptr or None, recv.ptr or None, rows, row, buf.dtype,
+                                 code, buf.device, ctypes.byref(hid))
+    return _submit_done(hid, st, name_b, (buf.keep, recv.keep, array, result), None, result)
+
+
+def reducescatter(array, op="average", name=None, dtype=None, timeout=None):
+    """Synchronous reducescatter_async(...).wait(timeout): this rank's rows of the reduction."""
+    return reducescatter_async(array, op=op, name=name, dtype=dtype).wait(timeout)
+
+
+# ---- alltoall -----------------------------------------------------------------------------------
+
+def alltoall_async(array, splits=None, name=None, dtype=None):
+    """Submits an all-to-all and returns a Handle whose wait() returns (received,
+    received_splits).
+
+    array: host memory whose rows (axis 0) go out in rank order: splits[0] rows to rank 0,
+        splits[1] to rank 1, ... `splits` (one non-negative int per rank, summing to the row
+        count) defaults to equal parts, which needs the rows to divide by the number of ranks.
+    received: the rows every rank sent to this one, in rank order, shape (sum of
+        received_splits, *array.shape[1:]); received_splits: a numpy int64 array, one entry per
+        rank. Trailing shape and dtype must agree across ranks.
+    Raises InvalidArgumentError for bad splits, MismatchError when ranks disagree.
+    """
+    _reap_orphans()
+    buf, arr = _host_array(array, dtype, "array")
+    if arr.ndim == 0:
+        raise errors.invalid_argument("alltoall needs an array with at least one dimension")
+    rows, row, trailing = _rows(arr, "array")
+    n = size()
+    if splits is None:
+        if rows % n:
+            raise errors.invalid_argument(
+                f"alltoall of {rows} rows over {n} ranks needs splits= (rows per destination): "
+                "they do not divide evenly")
+        split_list = [rows // n] * n
+    else:
+        split_list = [int(v) for v in np.asarray(splits).reshape(-1)]
+        if len(split_list) != n:
+            raise errors.invalid_argument(
+                f"splits has {len(split_list)} entries; it needs one per rank ({n})")
+        if any(v < 0 for v in split_list) or sum(split_list) != rows:
+            raise errors.invalid_argument(
+                f"splits {split_list} must be non-negative and sum to the {rows} rows of array")
+    sendcounts = (ctypes.c_int64 * n)(*[v * row for v in split_list])
+    recvcounts = (ctypes.c_int64 * n)()
+    out_ptr = ctypes.c_void_p(0)
+    name_b = _submit_name(name, "alltoall")
+    hid = ctypes.c_int64(0)
+    st = lib.herd_alltoallv(name_b, buf.ptr or None, sendcounts, row, buf.dtype, buf.device,
+                            ctypes.byref(out_ptr), recvcounts, ctypes.byref(hid))
+    storage = arr.dtype
+
+    def finish(_):
+        total = sum(recvcounts)
+        received = _adopt(out_ptr.value, total, storage, (total // row,) + trailing)
+        return received, np.array([c // row for c in recvcounts], dtype=np.int64)
+
+    return _submit_done(hid, st, name_b, (buf.keep, array, sendcounts, recvcounts, out_ptr),
+                        finish)
+
+
+def alltoall(array, splits=None, name=None, dtype=None, timeout=None):
+    """Synchronous alltoall_async(...).wait(timeout): (received, received_splits)."""
+    return alltoall_async(array, splits=splits, name=name, dtype=dtype).wait(timeout)
+
+
+# ---- barrier and join ---------------------------------------------------------------------------
+
+def barrier_async(name=None):
+    """Submits a barrier; the Handle completes once every rank has submitted it."""
+    _reap_orphans()
+    name_b = _submit_name(name, "barrier")
+    hid = ctypes.c_int64(0)
+    st = lib.herd_barrier(name_b, ctypes.byref(hid))
+    return _submit_done(hid, st, name_b, (), None, None)
+
+
+def barrier(name=None, timeout=None):
+    """Returns once every rank has called barrier (with the same name, if one is given)."""
+    barrier_async(name).wait(timeout)
+
+
+def join_async(device=_capi.DEVICE_CPU):
+    """Submits a join (see join); the Handle's wait() returns the last rank to join."""
+    _reap_orphans()
+    last = ctypes.c_int(-1)
+    hid = ctypes.c_int64(0)
+    st = lib.herd_join(int(device), ctypes.byref(last), ctypes.byref(hid))
+    return Handle(_handle_out(hid, st), "herd.join", None, (last,), lambda _: last.value)
+
+
+def join(device=_capi.DEVICE_CPU, timeout=None):
+    """For uneven data: a rank that has run out of batches calls join() and from then on takes
+    part in every operation the other ranks still submit (contributing zeros, the op's identity
+    or nothing, receiving into scratch) until every rank has joined. Returns the last rank to
+    join. While a rank has joined, AVERAGE divides by the ranks that have not; a broadcast from
+    a joined root fails on every rank. Call it with nothing of this rank in flight (else
+    InvalidUsageError), and submit nothing until it returns."""
+    return join_async(device).wait(timeout)
+
+
+# ---- groups --------------------------------------------------------------------------------------
+
+def grouped_push_pull_async(arrays, op="sum", names=None, prescale=1.0, postscale=1.0,
+                            dtype=None):
+    """Submits push_pulls of every array in `arrays` as one group (herd_group_start/end): every
+    rank negotiates them as a unit, all ready together, fused where they can be. Returns a list
+    of Handles, one per array (each wait() returns a new array with the reduction).
+    names: one name per array; without names, "grouped_push_pull.noname.<N>.<i>".
+    If one submission fails, none of the group is sent and the error is raised."""
+    arrays = list(arrays)
+    if names is None:
+        base = f"grouped_push_pull.noname.{next(_noname['grouped_push_pull'])}"
+        names = [f"{base}.{i}" for i in range(len(arrays))]
+    else:
+        names = list(names)
+        if len(names) != len(arrays):
+            raise errors.invalid_argument(
+                f"names has {len(names)} entries for {len(arrays)} arrays")
+    # Python-side checks first: a failure from here on is one the C group records, so that
+    # herd_group_end submits none of the group.
+    _op_code(op)
+    _factor(prescale, "prescale")
+    _factor(postscale, "postscale")
+    for a in arrays:
+        _buffers.resolve(a, dtype, "array")
+    handles = []
+    errors.check(lib.herd_group_start())
+    try:
+        for a, nm in zip(arrays, names):
+            handles.append(push_pull_async(a, name=nm, op=op, dtype=dtype, prescale=prescale,
+                                           postscale=postscale))
+    except BaseException:
+        lib.herd_group_end()  # a member failed in C: the group is not submitted
+        for h in handles:
+            try:
+                h.wait()  # completed with InvalidUsageError; releases the handle
+            except errors.HerdError:
+                pass
+        raise
+    errors.check(lib.herd_group_end())
+    return handles
+
+
+def grouped_push_pull(arrays, op="sum", names=None, prescale=1.0, postscale=1.0, dtype=None,
+                      timeout=None):
+    """Synchronous grouped_push_pull_async: a list with the reduction of every array."""
+    return [h.wait(timeout) for h in grouped_push_pull_async(
+        arrays, op=op, names=names, prescale=prescale, postscale=postscale, dtype=dtype)]
+
+
+# ---- Python objects ------------------------------------------------------------------------------
+
+def broadcast_object(obj, root=0, name=None):
+    """Returns root's `obj` on every rank (pickled on the root, unpickled everywhere else; the
+    root gets its own object back). Two broadcasts: the size, then the bytes."""
+    import pickle
+
+    base = name if name is not None else \
+        f"broadcast_object.noname.{next(_noname['broadcast_object'])}"
+    me = rank()
+    payload = pickle.dumps(obj) if me == root else b""
+    length = np.array([len(payload)], dtype=np.int64)
+    broadcast(length, root, name=f"{base}.len")
+    data = np.frombuffer(payload, dtype=np.uint8).copy() if me == root else \
+        np.empty(int(length[0]), dtype=np.uint8)
+    broadcast(data, root, name=f"{base}.data")
+    return obj if me == root else pickle.loads(data.tobytes())
+
+
+def allgather_object(obj, name=None):
+    """Returns a list with every rank's `obj`, in rank order (pickled, gathered, unpickled)."""
+    import pickle
+
+    base = name if name is not None else \
+        f"allgather_object.noname.{next(_noname['allgather_object'])}"
+    payload = np.frombuffer(pickle.dumps(obj), dtype=np.uint8)
+    n = size()
+    out_ptr = ctypes.c_void_p(0)
+    counts = (ctypes.c_int64 * n)()
+    hid = ctypes.c_int64(0)
+    st = lib.herd_allgatherv(base.encode(), payload.ctypes.data or None, payload.size, 1,
+                             _capi.UINT8, _capi.DEVICE_CPU, ctypes.byref(out_ptr), counts,
+                             ctypes.byref(hid))
+
+    def finish(_):
+        total = sum(counts)
+        data = _adopt(out_ptr.value, total, np.dtype(np.uint8), (total,))
+        objs, off = [], 0
+        for c in counts:
+            objs.append(pickle.loads(data[off:off + c].tobytes()))
+            off += c
+        return objs
+
+    return _submit_done(hid, st, base.encode(), (payload, out_ptr, counts), finish).wait()

@@ -66,6 +66,13 @@ class HerdTimeoutError(HerdError):
     """HERD_ERR_TIMEOUT: a wait's own timeout passed; the handle stays valid."""
 
 
+class StalledError(HerdTimeoutError):
+    """HERD_ERR_STALLED: the operation itself timed out because some ranks never submitted it
+    (HERD_STALL_TIMEOUT_SECONDS). The message names the tensor and the missing ranks. A
+    HerdTimeoutError too, so ``except herd.HerdTimeoutError`` catches both kinds of timeout;
+    unlike a wait's own timeout, the handle is released."""
+
+
 class ShutdownError(HerdError):
     """HERD_ERR_SHUTDOWN: the operation was pending when herd shut down."""
 
@@ -85,6 +92,7 @@ _BY_STATUS = {
     _capi.ERR_TIMEOUT: HerdTimeoutError,
     _capi.ERR_SHUTDOWN: ShutdownError,
     _capi.ERR_INTERNAL: InternalError,
+    _capi.ERR_STALLED: StalledError,
 }
 
 

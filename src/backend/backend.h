@@ -9,6 +9,14 @@
 
 typedef struct herd_backend herd_backend_t;
 
+/* How a reduction's input and result are scaled (herd_push_pull_scaled, AVERAGE): the input is
+ * multiplied by `pre` on its way in (never written out of place), the result divided by
+ * `divisor` (1: not) and multiplied by `post`. */
+typedef struct herd_scale {
+    double pre, post;
+    int divisor;
+} herd_scale_t;
+
 struct herd_backend {
     const char *name;
     /* recv[i] = op over ranks of send[i], for count elements. send == recv reduces in place.
@@ -17,6 +25,33 @@ struct herd_backend {
                      int op);
     /* buf on every rank = buf on root. */
     int (*broadcast)(herd_backend_t *be, void *buf, int64_t count, int dtype, int root);
+    /* Optional (NULL: not supported by this data plane). Counts are elements; every array of
+     * counts or displacements has one entry per rank and is the same on every rank unless
+     * said otherwise. Host memory only for now.
+     * allreduce with scaling: `op` is SUM, MIN, MAX or PRODUCT (AVERAGE comes as SUM with a
+     * divisor). */
+    int (*allreduce_scaled)(herd_backend_t *be, const void *send, void *recv, int64_t count,
+                            int dtype, int op, const herd_scale_t *scale);
+    /* recv = every rank's `count` elements in rank order. */
+    int (*allgather)(herd_backend_t *be, const void *send, void *recv, int64_t count, int dtype);
+    /* recv = counts[r] elements of rank r at displs[r], for every r; send has counts[me]. */
+    int (*allgatherv)(herd_backend_t *be, const void *send, void *recv, const int64_t *counts,
+                      const int64_t *displs, int dtype);
+    /* recv (counts[me] elements) = op over ranks of send[displ(me) .. + counts[me]), where
+     * send holds every rank's part in rank order. op: SUM, MIN, MAX, PRODUCT. */
+    int (*reducescatter)(herd_backend_t *be, const void *send, void *recv, const int64_t *counts,
+                         int dtype, int op);
+    /* Block r of send (count elements) goes to rank r; block r of recv comes from rank r. */
+    int (*alltoall)(herd_backend_t *be, const void *send, void *recv, int64_t count, int dtype);
+    /* Per-rank counts and displacements, this rank's own (not the same on every rank). */
+    int (*alltoallv)(herd_backend_t *be, const void *send, const int64_t *sendcounts,
+                     const int64_t *sdispls, void *recv, const int64_t *recvcounts,
+                     const int64_t *rdispls, int dtype);
+    /* Small host-side exchanges the variable-size kinds need: all[r * n + i] = rank r's mine[i];
+     * recv[r] = what rank r had in send[me]; *all_ok = 1 when ok is 1 on every rank. */
+    int (*exchange)(herd_backend_t *be, const int64_t *mine, int64_t n, int64_t *all);
+    int (*exchange_alltoall)(herd_backend_t *be, const int64_t *send, int64_t *recv);
+    int (*agree)(herd_backend_t *be, int ok, int *all_ok);
     /* Copies n bytes within the backend's memory, ordered before its next collective. */
     void (*copy)(void *be, void *dst, const void *src, size_t n);
     /* A fusion buffer of at least `bytes`, owned by the backend; grows only when a larger group

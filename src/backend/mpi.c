@@ -21,6 +21,7 @@ typedef struct mpi_backend {
     MPI_Op half_ops[2][HERD_NUM_OPS]; /* [0] fp16, [1] bf16; AVERAGE uses SUM's */
     void *fusion;
     size_t fusion_cap;
+    int *icounts, *idispls; /* 2 * size ints each: MPI's int counts, made once */
 } mpi_backend_t;
 
 #define HALF_OP(fn, dtype, op)                                                                 \
@@ -110,6 +111,147 @@ static int mpi_broadcast(herd_backend_t *be, void *buf, int64_t count, int dtype
     return HERD_OK;
 }
 
+static int mpi_allreduce_scaled(herd_backend_t *be, const void *send, void *recv, int64_t count,
+                                int dtype, int op, const herd_scale_t *scale)
+{
+    mpi_backend_t *m = (mpi_backend_t *)be;
+    size_t esize = herd__dtype_size(dtype);
+    int64_t step = piece_elems(m, esize);
+    MPI_Datatype type = mpi_type(dtype);
+    MPI_Op mop = mpi_op(m, dtype, op);
+    /* Piece by piece: the input is scaled into the output while the piece is in cache, reduced
+     * there in place, and finished (divisor, postscale) before the next piece. */
+    for (int64_t off = 0; off < count; off += step) {
+        int n = (int)(count - off < step ? count - off : step);
+        char *out = (char *)recv + (size_t)off * esize;
+        const char *in = (const char *)send + (size_t)off * esize;
+        const void *from = send == recv ? MPI_IN_PLACE : in;
+        if (scale->pre != 1.0) {
+            herd__dtype_scale_copy(dtype, out, in, (size_t)n, scale->pre);
+            from = MPI_IN_PLACE;
+        }
+        int rc = MPI_Allreduce(from, out, n, type, mop, m->comm);
+        if (rc != MPI_SUCCESS)
+            return herd__ctrl_mpi_failed(rc, "MPI_Allreduce");
+        herd__dtype_finish(dtype, out, (size_t)n, scale->divisor, scale->post);
+    }
+    return HERD_OK;
+}
+
+/* MPI counts are ints: a count or displacement beyond INT_MAX elements is refused (every rank
+ * sees the same numbers, so every rank refuses alike). */
+static int fits_int(const int64_t *v, int n, int *out, const char *what)
+{
+    for (int i = 0; i < n; i++) {
+        if (v[i] < 0 || v[i] > INT_MAX)
+            return herd__status_set(HERD_ERR_NOT_SUPPORTED,
+                                    "%s %lld exceeds MPI's int count limit (%d elements)", what,
+                                    (long long)v[i], INT_MAX);
+        out[i] = (int)v[i];
+    }
+    return HERD_OK;
+}
+
+static int mpi_allgather(herd_backend_t *be, const void *send, void *recv, int64_t count,
+                         int dtype)
+{
+    mpi_backend_t *m = (mpi_backend_t *)be;
+    int n = 0;
+    int rc = fits_int(&count, 1, &n, "allgather count");
+    if (rc != HERD_OK)
+        return rc;
+    rc = MPI_Allgather(send, n, mpi_type(dtype), recv, n, mpi_type(dtype), m->comm);
+    return rc == MPI_SUCCESS ? HERD_OK : herd__ctrl_mpi_failed(rc, "MPI_Allgather");
+}
+
+static int mpi_allgatherv(herd_backend_t *be, const void *send, void *recv,
+                          const int64_t *counts, const int64_t *displs, int dtype)
+{
+    mpi_backend_t *m = (mpi_backend_t *)be;
+    int rank, rc;
+    MPI_Comm_rank(m->comm, &rank);
+    rc = fits_int(counts, m->size, m->icounts, "allgatherv count");
+    if (rc == HERD_OK)
+        rc = fits_int(displs, m->size, m->idispls, "allgatherv displacement");
+    if (rc != HERD_OK)
+        return rc;
+    rc = MPI_Allgatherv(send, m->icounts[rank], mpi_type(dtype), recv, m->icounts, m->idispls,
+                        mpi_type(dtype), m->comm);
+    return rc == MPI_SUCCESS ? HERD_OK : herd__ctrl_mpi_failed(rc, "MPI_Allgatherv");
+}
+
+static int mpi_reducescatter(herd_backend_t *be, const void *send, void *recv,
+                             const int64_t *counts, int dtype, int op)
+{
+    mpi_backend_t *m = (mpi_backend_t *)be;
+    int rc = fits_int(counts, m->size, m->icounts, "reducescatter count");
+    if (rc != HERD_OK)
+        return rc;
+    int64_t total = 0;
+    for (int r = 0; r < m->size; r++)
+        total += counts[r];
+    if (total == 0)
+        return HERD_OK; /* MPI wants no buffers at all; every rank knows the same total */
+    rc = MPI_Reduce_scatter(send, recv, m->icounts, mpi_type(dtype), mpi_op(m, dtype, op),
+                            m->comm);
+    return rc == MPI_SUCCESS ? HERD_OK : herd__ctrl_mpi_failed(rc, "MPI_Reduce_scatter");
+}
+
+static int mpi_alltoall(herd_backend_t *be, const void *send, void *recv, int64_t count,
+                        int dtype)
+{
+    mpi_backend_t *m = (mpi_backend_t *)be;
+    int n = 0;
+    int rc = fits_int(&count, 1, &n, "alltoall count per rank");
+    if (rc != HERD_OK)
+        return rc;
+    rc = MPI_Alltoall(send, n, mpi_type(dtype), recv, n, mpi_type(dtype), m->comm);
+    return rc == MPI_SUCCESS ? HERD_OK : herd__ctrl_mpi_failed(rc, "MPI_Alltoall");
+}
+
+static int mpi_alltoallv(herd_backend_t *be, const void *send, const int64_t *sendcounts,
+                         const int64_t *sdispls, void *recv, const int64_t *recvcounts,
+                         const int64_t *rdispls, int dtype)
+{
+    mpi_backend_t *m = (mpi_backend_t *)be;
+    int p = m->size;
+    /* These counts are this rank's own, so a refusal here must be agreed first (the caller
+     * does, through agree). */
+    int rc = fits_int(sendcounts, p, m->icounts, "alltoallv count");
+    if (rc == HERD_OK)
+        rc = fits_int(sdispls, p, m->idispls, "alltoallv displacement");
+    if (rc == HERD_OK)
+        rc = fits_int(recvcounts, p, m->icounts + p, "alltoallv count");
+    if (rc == HERD_OK)
+        rc = fits_int(rdispls, p, m->idispls + p, "alltoallv displacement");
+    if (rc != HERD_OK)
+        return rc;
+    rc = MPI_Alltoallv(send, m->icounts, m->idispls, mpi_type(dtype), recv, m->icounts + p,
+                       m->idispls + p, mpi_type(dtype), m->comm);
+    return rc == MPI_SUCCESS ? HERD_OK : herd__ctrl_mpi_failed(rc, "MPI_Alltoallv");
+}
+
+static int mpi_exchange(herd_backend_t *be, const int64_t *mine, int64_t n, int64_t *all)
+{
+    mpi_backend_t *m = (mpi_backend_t *)be;
+    int rc = MPI_Allgather(mine, (int)n, MPI_INT64_T, all, (int)n, MPI_INT64_T, m->comm);
+    return rc == MPI_SUCCESS ? HERD_OK : herd__ctrl_mpi_failed(rc, "MPI_Allgather of counts");
+}
+
+static int mpi_exchange_alltoall(herd_backend_t *be, const int64_t *send, int64_t *recv)
+{
+    mpi_backend_t *m = (mpi_backend_t *)be;
+    int rc = MPI_Alltoall(send, 1, MPI_INT64_T, recv, 1, MPI_INT64_T, m->comm);
+    return rc == MPI_SUCCESS ? HERD_OK : herd__ctrl_mpi_failed(rc, "MPI_Alltoall of counts");
+}
+
+static int mpi_agree(herd_backend_t *be, int ok, int *all_ok)
+{
+    mpi_backend_t *m = (mpi_backend_t *)be;
+    int rc = MPI_Allreduce(&ok, all_ok, 1, MPI_INT, MPI_MIN, m->comm);
+    return rc == MPI_SUCCESS ? HERD_OK : herd__ctrl_mpi_failed(rc, "MPI_Allreduce (agreement)");
+}
+
 static void host_copy(void *be, void *dst, const void *src, size_t n)
 {
     (void)be;
@@ -144,6 +286,8 @@ static void mpi_destroy(herd_backend_t *be)
 {
     mpi_backend_t *m = (mpi_backend_t *)be;
     free(m->fusion);
+    free(m->icounts);
+    free(m->idispls);
     for (int h = 0; h < 2; h++)
         for (int op = 0; op < HERD_NUM_OPS; op++)
             if (m->half_ops[h][op] != MPI_OP_NULL)
@@ -159,7 +303,13 @@ int herd__backend_mpi_create(herd_backend_t **out, const void *world, int64_t ch
     if (m == NULL)
         return herd__status_set(HERD_ERR_NO_MEMORY, "cannot allocate the MPI backend");
     m->base = (herd_backend_t){.name = "mpi", .allreduce = mpi_allreduce,
-                               .broadcast = mpi_broadcast, .copy = host_copy,
+                               .broadcast = mpi_broadcast,
+                               .allreduce_scaled = mpi_allreduce_scaled,
+                               .allgather = mpi_allgather, .allgatherv = mpi_allgatherv,
+                               .reducescatter = mpi_reducescatter, .alltoall = mpi_alltoall,
+                               .alltoallv = mpi_alltoallv, .exchange = mpi_exchange,
+                               .exchange_alltoall = mpi_exchange_alltoall, .agree = mpi_agree,
+                               .copy = host_copy,
                                .fusion_buffer = host_fusion_buffer, .finish = host_finish,
                                .destroy = mpi_destroy};
     m->chunk_bytes = chunk_bytes;
@@ -174,6 +324,12 @@ int herd__backend_mpi_create(herd_backend_t **out, const void *world, int64_t ch
     }
     MPI_Comm_set_errhandler(m->comm, MPI_ERRORS_RETURN);
     MPI_Comm_size(m->comm, &m->size);
+    m->icounts = calloc(2 * (size_t)m->size, sizeof *m->icounts);
+    m->idispls = calloc(2 * (size_t)m->size, sizeof *m->idispls);
+    if (m->icounts == NULL || m->idispls == NULL) {
+        mpi_destroy(&m->base);
+        return herd__status_set(HERD_ERR_NO_MEMORY, "cannot allocate the MPI backend's counts");
+    }
     MPI_User_function *fns[2][HERD_NUM_OPS] = {
         {fp16_sum, fp16_sum, fp16_min, fp16_max, fp16_prod},
         {bf16_sum, bf16_sum, bf16_min, bf16_max, bf16_prod}};

@@ -1,5 +1,5 @@
 /* test_stall.c - the stall inspector (registered with HERD_STALL_TIMEOUT_SECONDS=1): a tensor
- * some ranks submitted and others never did completes with HERD_ERR_TIMEOUT on the ranks that
+ * some ranks submitted and others never did completes with HERD_ERR_STALLED on the ranks that
  * submitted it, with a message naming it, while other traffic goes on; herd stays usable and
  * the name works again once every rank submits it. With one rank nothing can stall. */
 #include <mpi.h>
@@ -58,7 +58,7 @@ static void stall_on(const char *name, int submit_here)
         /* No deadline: a timed wait could not tell its own timeout from the operation's. */
         int rc = herd_wait_handle(h, -1);
         double waited = now_s() - t0;
-        MT_CHECK_STATUS(rc, HERD_ERR_TIMEOUT);
+        MT_CHECK_STATUS(rc, HERD_ERR_STALLED);
         if (!mt_last_error_has(name))
             fprintf(stderr, "[rank %d] stall message does not name '%s': %s\n", mt_rank, name,
                     herd_last_error());
@@ -100,9 +100,8 @@ static void test_cached_name_times_out(void)
 
 /* herd.h: HERD_ERR_TIMEOUT from herd_wait_handle means "a wait's own timeout passed; the
  * handle stays valid" and "may be waited on again". An operation the stall inspector timed out
- * also ends with HERD_ERR_TIMEOUT: a wait with a deadline longer than the stall timeout must
- * still let the caller tell the two apart, i.e. the handle must not vanish behind a status that
- * promises it stays valid. */
+ * ends with HERD_ERR_STALLED instead (ABI 2): released, and a wait with a deadline longer than
+ * the stall timeout can tell the two apart by the status alone. */
 static void test_timed_wait_on_stalled_op(void)
 {
     if (mt_size < 2)
@@ -116,7 +115,7 @@ static void test_timed_wait_on_stalled_op(void)
         double t0 = now_s();
         int rc = herd_wait_handle(h, (int64_t)(stall_timeout_s() * 1000) + 10000);
         double waited = now_s() - t0;
-        MT_CHECK_STATUS(rc, HERD_ERR_TIMEOUT);
+        MT_CHECK_STATUS(rc, HERD_ERR_STALLED);
         /* The operation itself timed out (the stall inspector), long before the wait's own
          * deadline: that is a completion, which the wait releases, and its message says so.
          * (A wait's own timeout leaves the handle in progress: see the handles suite.) */

@@ -54,7 +54,7 @@ def test_declarations_match_header():
 
 
 def test_loaded_with_rtld_global_and_right_abi():
-    assert herd.abi_version() == herd.ABI_VERSION == 1
+    assert herd.abi_version() == herd.ABI_VERSION == 2
     # RTLD_GLOBAL: the process's global scope now resolves herd symbols.
     glob = ctypes.CDLL(None)
     assert ctypes.cast(glob.herd_push_pull, ctypes.c_void_p).value == \

@@ -489,6 +489,68 @@ static void test_divide_floats(void)
     UNIT_EQ_INT(keep[0], 9);
 }
 
+static void test_scale_copy_and_finish(void)
+{
+    float f[4] = {1.5f, -2.0f, 3.0f, 0.0f}, g[4];
+    herd__dtype_scale_copy(HERD_FLOAT32, g, f, 4, 2.0);
+    UNIT_EQ_DOUBLE(g[0], 3.0);
+    UNIT_EQ_DOUBLE(g[1], -4.0);
+    UNIT_EQ_DOUBLE(f[0], 1.5); /* out of place: the input is untouched */
+    herd__dtype_finish(HERD_FLOAT32, g, 4, 2, 0.5); /* /2 then *0.5 */
+    UNIT_EQ_DOUBLE(g[0], 0.75);
+    UNIT_EQ_DOUBLE(g[2], 1.5);
+    int32_t i[3] = {7, -7, 100};
+    herd__dtype_scale_copy(HERD_INT32, i, i, 3, 0.5); /* truncates toward zero */
+    UNIT_EQ_INT(i[0], 3);
+    UNIT_EQ_INT(i[1], -3);
+    UNIT_EQ_INT(i[2], 50);
+    int64_t j[2] = {-9, 9};
+    herd__dtype_finish(HERD_INT64, j, 2, 2, 3.0); /* -9/2 = -4 (C), then *3 */
+    UNIT_EQ_INT(j[0], -12);
+    UNIT_EQ_INT(j[1], 12);
+    uint16_t h[2] = {herd__float_to_fp16(3.0f), herd__float_to_fp16(-0.5f)};
+    herd__dtype_scale_copy(HERD_FLOAT16, h, h, 2, 4.0);
+    UNIT_EQ_DOUBLE(herd__fp16_to_float(h[0]), 12.0);
+    UNIT_EQ_DOUBLE(herd__fp16_to_float(h[1]), -2.0);
+    uint16_t b[1] = {herd__float_to_bf16(6.0f)};
+    herd__dtype_finish(HERD_BFLOAT16, b, 1, 4, 1.0);
+    UNIT_EQ_DOUBLE(herd__bf16_to_float(b[0]), 1.5);
+    double d[1] = {10.0};
+    herd__dtype_finish(HERD_FLOAT64, d, 1, 1, 1.0); /* nothing to do */
+    UNIT_EQ_DOUBLE(d[0], 10.0);
+}
+
+static void test_fill_identity(void)
+{
+    float f[2];
+    herd__dtype_fill_identity(HERD_FLOAT32, HERD_MIN, f, 2);
+    UNIT_EQ_INT(isinf(f[0]) && f[0] > 0, 1);
+    herd__dtype_fill_identity(HERD_FLOAT32, HERD_MAX, f, 2);
+    UNIT_EQ_INT(isinf(f[1]) && f[1] < 0, 1);
+    herd__dtype_fill_identity(HERD_FLOAT32, HERD_PRODUCT, f, 2);
+    UNIT_EQ_DOUBLE(f[1], 1.0);
+    herd__dtype_fill_identity(HERD_FLOAT32, HERD_AVERAGE, f, 2);
+    UNIT_EQ_DOUBLE(f[0], 0.0);
+    int8_t c[1];
+    herd__dtype_fill_identity(HERD_INT8, HERD_MIN, c, 1);
+    UNIT_EQ_INT(c[0], INT8_MAX);
+    herd__dtype_fill_identity(HERD_INT8, HERD_MAX, c, 1);
+    UNIT_EQ_INT(c[0], INT8_MIN);
+    uint8_t u[1];
+    herd__dtype_fill_identity(HERD_UINT8, HERD_MAX, u, 1);
+    UNIT_EQ_INT(u[0], 0);
+    int64_t l[1];
+    herd__dtype_fill_identity(HERD_INT64, HERD_PRODUCT, l, 1);
+    UNIT_EQ_INT(l[0], 1);
+    uint16_t h[1];
+    herd__dtype_fill_identity(HERD_FLOAT16, HERD_MIN, h, 1);
+    UNIT_EQ_INT(isinf(herd__fp16_to_float(h[0])) && herd__fp16_to_float(h[0]) > 0, 1);
+    herd__dtype_fill_identity(HERD_BFLOAT16, HERD_PRODUCT, h, 1);
+    UNIT_EQ_DOUBLE(herd__bf16_to_float(h[0]), 1.0);
+    herd__dtype_fill_identity(HERD_BFLOAT16, HERD_MAX, h, 1);
+    UNIT_EQ_INT(isinf(herd__bf16_to_float(h[0])) && herd__bf16_to_float(h[0]) < 0, 1);
+}
+
 int main(void)
 {
     CU_TestInfo tests[] = {
@@ -504,6 +566,8 @@ int main(void)
         {"half_combine_bf16", test_half_combine_bf16},
         {"divide_integers_truncate_toward_zero", test_divide_integers_truncate_toward_zero},
         {"divide_floats", test_divide_floats},
+        {"scale_copy_and_finish", test_scale_copy_and_finish},
+        {"fill_identity", test_fill_identity},
         CU_TEST_INFO_NULL,
     };
     return unit_run("dtype", tests);

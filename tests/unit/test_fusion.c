@@ -480,6 +480,37 @@ static void test_pack_and_unpack_in_pieces(void)
     UNIT_EQ_INT(end.member, M);
 }
 
+/* Kinds that never fuse (op_kind.h: variable counts, alltoall, barrier) go alone however small;
+ * they split nothing else. And scaled packing multiplies each member by its own factor. */
+static void test_solo_items_and_scaled_packing(void)
+{
+    herd_fusion_item_t items[4] = {item(8), item(8), item(8), item(8)};
+    items[1].solo = 1;
+    plan_t p;
+    make_plan(items, 4, 1024, &p);
+    char buf[256];
+    UNIT_EQ_STR(plan_str(&p, buf, sizeof buf), "1:8 0,2,3:24F");
+
+    float a[3] = {1, 2, 3}, b[2] = {4, 5}, packed[5], out_a[3], out_b[2];
+    const void *srcs[2] = {a, b};
+    void *dsts[2] = {out_a, out_b};
+    int64_t bytes[2] = {sizeof a, sizeof b};
+    double pre[2] = {2.0, 1.0}, post[2] = {1.0, 0.5};
+    herd_fusion_scaling_t spre = {.factors = pre, .dtype = HERD_FLOAT32};
+    herd_fusion_scaling_t spost = {.factors = post, .dtype = HERD_FLOAT32};
+    herd_fusion_cursor_t cur = {0, 0};
+    /* In two pieces that split member 0, as a chunked group would. */
+    herd__fusion_pack_range_scaled(packed, srcs, bytes, 2, &cur, 8, &spre);
+    herd__fusion_pack_range_scaled(packed + 2, srcs, bytes, 2, &cur, 12, &spre);
+    float want[5] = {2, 4, 6, 4, 5};
+    UNIT_EQ_MEM(packed, sizeof packed, want, sizeof want);
+    cur = (herd_fusion_cursor_t){0, 0};
+    herd__fusion_unpack_range_scaled(packed, dsts, bytes, 2, &cur, 20, &spost);
+    float want_a[3] = {2, 4, 6}, want_b[2] = {2, 2.5f};
+    UNIT_EQ_MEM(out_a, sizeof out_a, want_a, sizeof want_a);
+    UNIT_EQ_MEM(out_b, sizeof out_b, want_b, sizeof want_b);
+}
+
 int main(void)
 {
     CU_TestInfo tests[] = {
@@ -494,6 +525,7 @@ int main(void)
         {"pack_unpack_round_trip", test_pack_unpack_round_trip},
         {"pack_by_plan", test_pack_by_plan},
         {"pack_and_unpack_in_pieces", test_pack_and_unpack_in_pieces},
+        {"solo_items_and_scaled_packing", test_solo_items_and_scaled_packing},
         CU_TEST_INFO_NULL,
     };
     return unit_run("fusion", tests);

@@ -9,6 +9,7 @@
 #include "dtype.h"
 #include "herd.h"
 #include "negotiate.h"
+#include "op_kind.h"
 #include "request_queue.h"
 #include "unit.h"
 
@@ -31,6 +32,7 @@ typedef struct round_in {
 static herd_attrs_t ar(int64_t count, int dtype, int op)
 {
     return (herd_attrs_t){.count = count,
+                          .row = 1,
                           .kind = HERD_KIND_ALLREDUCE,
                           .dtype = dtype,
                           .op = op,
@@ -41,6 +43,7 @@ static herd_attrs_t ar(int64_t count, int dtype, int op)
 static herd_attrs_t bc(int64_t count, int dtype, int root)
 {
     return (herd_attrs_t){.count = count,
+                          .row = 1,
                           .kind = HERD_KIND_BROADCAST,
                           .dtype = dtype,
                           .op = HERD_SUM,
@@ -132,6 +135,9 @@ static const char *events_str(const herd_negotiator_t *n, char *buf, size_t cap)
         else if (e->type == HERD_EVENT_EXPIRED)
             used += (size_t)snprintf(buf + used, cap - used, "%sexpired %lld %.*s", sep,
                                      (long long)e->slot, (int)e->name_len, e->name);
+        else if (e->type == HERD_EVENT_JOINED)
+            used += (size_t)snprintf(buf + used, cap - used, "%sjoined %lld", sep,
+                                     (long long)e->slot);
         else
             used += (size_t)snprintf(buf + used, cap - used, "%s?%d", sep, e->type);
     }
@@ -337,7 +343,10 @@ static void test_wire_decode_rejects_malformed(void)
         {"name_len 256", 0, 2, 256, 0},
         {"name_len 255", 0, 2, 255, 1},
         {"name_len 65535", 0, 2, 65535, 0},
-        {"kind 2", 2, 1, 2, 0},
+        {"kind 9", 2, 1, 9, 0},
+        {"row 0", 40, 8, 0, 0},
+        {"row 2 on an allreduce", 40, 8, 2, 0},
+        {"row -1", 40, 8, -1, 0},
         {"kind 255", 2, 1, 255, 0},
         {"dtype 8", 3, 1, 8, 0},
         {"dtype 255", 3, 1, 255, 0},
@@ -491,10 +500,10 @@ static void test_wire_decode_fuzz(void)
                      out.name >= p && out.name + out.name_len == p + off && out.attrs.count >= 0 &&
                      herd__dtype_valid(out.attrs.dtype) && herd__op_valid(out.attrs.op) &&
                      out.priority >= 0 && out.evict_slot >= -1 &&
-                     out.attrs.device >= HERD_DEVICE_CPU &&
-                     (out.attrs.kind == HERD_KIND_ALLREDUCE   ? out.attrs.root == -1
-                      : out.attrs.kind == HERD_KIND_BROADCAST ? out.attrs.root >= 0
-                                                              : 0);
+                     out.attrs.device >= HERD_DEVICE_CPU && herd__kind_valid(out.attrs.kind) &&
+                     (herd__kind(out.attrs.kind)->has_root ? out.attrs.root >= 0
+                                                           : out.attrs.root == -1) &&
+                     out.attrs.row >= 1 && out.attrs.count % out.attrs.row == 0;
             if (!ok)
                 bad_records++;
         }
@@ -511,6 +520,7 @@ static void test_attrs_describe(void)
 {
     char out[160];
     herd__attrs_describe(&(herd_attrs_t){.count = 10,
+                                         .row = 1,
                                          .kind = HERD_KIND_ALLREDUCE,
                                          .dtype = HERD_FLOAT32,
                                          .op = HERD_SUM,
@@ -1222,7 +1232,7 @@ static void test_stall_scan_on_a_cached_slot(void)
     scan(&n, bits, 1000 + WARN_MS);
     EXPECT_EVENTS(&n, "stalled 0 w");
     if (n.nevents == 1) {
-        UNIT_EQ_INT(n.events[0].status, HERD_ERR_TIMEOUT);
+        UNIT_EQ_INT(n.events[0].status, HERD_ERR_STALLED);
         UNIT_EQ_STR(n.events[0].message, "tensor 'w' is stalled: submitted 60.0 s ago by rank(s) "
                                          "0, 2, never by rank(s) 1");
     }
@@ -1309,9 +1319,9 @@ static void test_stall_scan_on_a_pending_name(void)
     scan(&n, bits, TIMEOUT_MS - 1);
     EXPECT_EVENTS(&n, "");
     scan(&n, bits, TIMEOUT_MS);
-    EXPECT_EVENTS(&n, "error -8 p");
+    EXPECT_EVENTS(&n, "error -11 p");
     if (n.nevents == 1) {
-        UNIT_EQ_INT(n.events[0].status, HERD_ERR_TIMEOUT);
+        UNIT_EQ_INT(n.events[0].status, HERD_ERR_STALLED);
         UNIT_EQ_INT(n.events[0].slot, -1);
         UNIT_EQ_STR(n.events[0].message,
                     "tensor 'p' timed out (HERD_STALL_TIMEOUT_SECONDS): submitted 300.0 s ago by "
@@ -1347,7 +1357,7 @@ static void test_stall_scan_knobs_disable(void)
     }
     /* Warnings off, timeout on (the clocks started at t = 0 above). */
     UNIT_EQ_INT(herd__negotiate_stall_scan(&n, bits, 1, INT64_C(1000000000) + 1, 0, 1000), 0);
-    EXPECT_EVENTS(&n, "expired 0 w; error -8 p");
+    EXPECT_EVENTS(&n, "expired 0 w; error -11 p");
     herd__negotiate_destroy(&n);
 
     /* A timeout shorter than the warning: the timeout wins, no warning first. */
@@ -1515,6 +1525,155 @@ static void determinism(int nranks)
     herd__negotiate_destroy(&b);
 }
 
+/* ---- kinds beyond allreduce and broadcast, and join ----------------------------------------- */
+
+static herd_attrs_t kind_attrs(int kind, int64_t count, int64_t row)
+{
+    herd_attrs_t a = ar(count, HERD_INT32, HERD_SUM);
+    a.kind = kind;
+    a.row = row;
+    return a;
+}
+
+static void test_kind_table(void)
+{
+    for (int k = 0; k < HERD_NUM_KINDS; k++) {
+        const herd_kind_info_t *info = herd__kind(k);
+        UNIT_EQ_INT_FATAL(info != NULL && info->name != NULL, 1);
+        /* A kind whose counts differ per rank cannot fuse: plans must be equal everywhere. */
+        if (info->count_varies)
+            UNIT_EQ_INT(info->fuses, 0);
+    }
+    UNIT_EQ_INT(herd__kind(-1) == NULL && herd__kind(HERD_NUM_KINDS) == NULL, 1);
+    UNIT_EQ_INT(herd__kind(HERD_KIND_JOIN)->cached, 0);
+    UNIT_EQ_INT(herd__kind(HERD_KIND_REDUCESCATTER)->reduces, 1);
+    /* Horovod's split: 7 rows over 3 ranks is 3, 2, 2 starting at 0, 3, 5. */
+    UNIT_EQ_INT(herd__rs_rows(7, 3, 0), 3);
+    UNIT_EQ_INT(herd__rs_rows(7, 3, 2), 2);
+    UNIT_EQ_INT(herd__rs_first_row(7, 3, 1), 3);
+    UNIT_EQ_INT(herd__rs_first_row(7, 3, 2), 5);
+    UNIT_EQ_INT(herd__rs_rows(2, 4, 3), 0);
+}
+
+static void test_variable_counts_agree_rows_do_not(void)
+{
+    herd_attrs_t a = kind_attrs(HERD_KIND_ALLGATHERV, 6, 3), b = kind_attrs(HERD_KIND_ALLGATHERV, 9, 3);
+    UNIT_EQ_INT(herd__attrs_agree(&a, &b), 1); /* counts are exchanged, not checked */
+    b.row = 9;
+    UNIT_EQ_INT(herd__attrs_agree(&a, &b), 0);
+    herd_attrs_t c = kind_attrs(HERD_KIND_ALLGATHER, 6, 1), d = kind_attrs(HERD_KIND_ALLGATHER, 9, 1);
+    UNIT_EQ_INT(herd__attrs_agree(&c, &d), 0);
+    char out[200];
+    herd__attrs_describe(&a, out, sizeof out);
+    UNIT_EQ_STR(out, "allgatherv of 6 int32 in rows of 3");
+    herd_attrs_t e = kind_attrs(HERD_KIND_BARRIER, 0, 1);
+    herd__attrs_describe(&e, out, sizeof out);
+    UNIT_EQ_STR(out, "barrier");
+    herd_attrs_t f = kind_attrs(HERD_KIND_REDUCESCATTER, 8, 2);
+    f.op = HERD_MAX;
+    herd__attrs_describe(&f, out, sizeof out);
+    UNIT_EQ_STR(out, "reducescatter of 8 int32 in rows of 2 (max)");
+}
+
+static void test_variable_kinds_complete_with_different_counts(void)
+{
+    herd_negotiator_t n;
+    UNIT_EQ_INT_FATAL(herd__negotiate_init(&n, 3), 0);
+    round_in_t in;
+    round_reset(&in, 3);
+    for (int r = 0; r < 3; r++)
+        ask(&in, r, "agv", kind_attrs(HERD_KIND_ALLGATHERV, 3 * r, 3), 0, -1);
+    run(&n, &in);
+    EXPECT_EVENTS(&n, "new 0 agv");
+    EXPECT_READY(&n, "0");
+    /* A record whose count is not a multiple of its row is malformed. */
+    round_reset(&in, 3);
+    ask(&in, 1, "bad", kind_attrs(HERD_KIND_ALLGATHERV, 4, 3), 0, -1);
+    run(&n, &in);
+    UNIT_EQ_INT(n.malformed, 1);
+    herd__negotiate_destroy(&n);
+}
+
+static herd_attrs_t join_attrs(void)
+{
+    return kind_attrs(HERD_KIND_JOIN, 0, 1);
+}
+
+static void test_join_lets_names_complete_without_the_joined(void)
+{
+    herd_negotiator_t n;
+    UNIT_EQ_INT_FATAL(herd__negotiate_init(&n, 3), 0);
+    round_in_t in;
+    /* "x" is cached first, with every rank. */
+    round_reset(&in, 3);
+    for (int r = 0; r < 3; r++)
+        ask(&in, r, "x", ar(4, HERD_FLOAT32, HERD_SUM), 0, -1);
+    run(&n, &in);
+    EXPECT_READY(&n, "0");
+    /* Rank 2 asks for "y"; rank 0 asks too; rank 1 joins in the same round (after them). */
+    round_reset(&in, 3);
+    ask(&in, 2, "y", ar(2, HERD_INT64, HERD_MAX), 7, -1);
+    ask(&in, 0, "y", ar(2, HERD_INT64, HERD_MAX), 3, -1);
+    ask(&in, 1, "herd.join", join_attrs(), 1, -1);
+    run(&n, &in);
+    EXPECT_EVENTS(&n, "new 1 y");
+    EXPECT_READY(&n, "1");
+    UNIT_EQ_INT(n.njoined, 1);
+    UNIT_EQ_INT(n.joined[1], 1);
+    UNIT_EQ_INT(n.slots[1].priority, 3); /* rank 0's */
+    /* Rank 0 joins; a name only rank 2 asks for completes at once, with rank 2's priority. */
+    round_reset(&in, 3);
+    ask(&in, 0, "herd.join", join_attrs(), 1, -1);
+    ask(&in, 2, "z", ar(1, HERD_FLOAT64, HERD_SUM), 9, -1);
+    run(&n, &in);
+    EXPECT_EVENTS(&n, "new 2 z");
+    UNIT_EQ_INT(n.slots[2].priority, 9);
+    UNIT_EQ_INT(n.njoined, 2);
+    /* A second join from a joined rank is malformed. */
+    round_reset(&in, 3);
+    ask(&in, 0, "herd.join", join_attrs(), 1, -1);
+    run(&n, &in);
+    UNIT_EQ_INT(n.malformed, 1);
+    UNIT_EQ_INT(n.njoined, 2);
+    /* The last join: every join completes, naming rank 2, and nothing runs in that round even
+     * though every bit is set (the joined ranks' all-ones). */
+    round_reset(&in, 3);
+    bit(&in, 0);
+    bit(&in, 1);
+    bit(&in, 2);
+    ask(&in, 2, "herd.join", join_attrs(), 1, -1);
+    run(&n, &in);
+    EXPECT_EVENTS(&n, "joined 2");
+    EXPECT_READY(&n, "");
+    UNIT_EQ_INT(n.njoined, 0);
+    UNIT_EQ_INT(n.joined[0] + n.joined[1] + n.joined[2], 0);
+    herd__negotiate_destroy(&n);
+}
+
+static void test_join_completes_names_pending_before(void)
+{
+    herd_negotiator_t n;
+    UNIT_EQ_INT_FATAL(herd__negotiate_init(&n, 2), 0);
+    round_in_t in;
+    round_reset(&in, 2);
+    ask(&in, 0, "w", bc(3, HERD_UINT8, 0), 0, -1);
+    run(&n, &in);
+    EXPECT_EVENTS(&n, "");
+    UNIT_EQ_INT(n.npending, 1);
+    round_reset(&in, 2);
+    ask(&in, 1, "herd.join", join_attrs(), 0, -1);
+    run(&n, &in);
+    EXPECT_EVENTS(&n, "new 0 w");
+    EXPECT_READY(&n, "0");
+    UNIT_EQ_INT(n.npending, 0);
+    /* While rank 1 is joined, whatever rank 0 asks for completes alone. */
+    round_reset(&in, 2);
+    ask(&in, 0, "m", ar(3, HERD_UINT8, HERD_SUM), 0, -1);
+    run(&n, &in);
+    EXPECT_EVENTS(&n, "new 1 m");
+    herd__negotiate_destroy(&n);
+}
+
 static void test_determinism(void)
 {
     for (int nranks = 1; nranks <= 3; nranks++)
@@ -1551,6 +1710,13 @@ int main(void)
         {"stall_scan_knobs_disable", test_stall_scan_knobs_disable},
         {"stall_message_with_many_ranks", test_stall_message_with_many_ranks},
         {"determinism", test_determinism},
+        {"kind_table", test_kind_table},
+        {"variable_counts_agree_rows_do_not", test_variable_counts_agree_rows_do_not},
+        {"variable_kinds_complete_with_different_counts",
+         test_variable_kinds_complete_with_different_counts},
+        {"join_lets_names_complete_without_the_joined",
+         test_join_lets_names_complete_without_the_joined},
+        {"join_completes_names_pending_before", test_join_completes_names_pending_before},
         CU_TEST_INFO_NULL,
     };
     return unit_run("negotiate", tests);

@@ -30,6 +30,8 @@ static const code_case_t codes[] = {
     {HERD_ERR_TIMEOUT, -8, "HERD_ERR_TIMEOUT", "timed out"},
     {HERD_ERR_SHUTDOWN, -9, "HERD_ERR_SHUTDOWN", "herd shut down before the operation completed"},
     {HERD_ERR_INTERNAL, -10, "HERD_ERR_INTERNAL", "internal error in herd"},
+    {HERD_ERR_STALLED, -11, "HERD_ERR_STALLED",
+     "stalled: some ranks never submitted the operation"},
 };
 
 static void test_codes_are_pinned(void)
@@ -59,7 +61,7 @@ static void test_the_map_lists_each_code_once(void)
 
 static void test_unknown_codes(void)
 {
-    const int unknown[] = {2, 3, -11, -12, 100, -100, INT_MAX, INT_MIN};
+    const int unknown[] = {2, 3, -12, -13, 100, -100, INT_MAX, INT_MIN};
     for (size_t i = 0; i < sizeof unknown / sizeof unknown[0]; i++) {
         UNIT_EQ_STR(herd_status_name(unknown[i]), "HERD_UNKNOWN_STATUS");
         UNIT_EQ_STR(herd_strerror(unknown[i]), "unknown status");

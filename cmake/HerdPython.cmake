@@ -32,7 +32,7 @@ file(GENERATE OUTPUT ${PROJECT_BINARY_DIR}/src/herd_build_info.json
      CONTENT "${HERD_BUILD_INFO_JSON}")
 
 if(SKBUILD)
-  # One file, named by the SONAME, so that a compiled op linked against libherd.so.1 with
+  # One file, named by the SONAME, so that a compiled op linked against libherd.so.N with
   # RPATH $ORIGIN finds the copy Python loaded. Wheels cannot hold symlinks.
   install(FILES $<TARGET_FILE:herd> DESTINATION herd RENAME libherd.so.${HERD_SOVERSION})
   install(FILES ${PROJECT_BINARY_DIR}/src/herd_build_info.json DESTINATION herd)

@@ -64,10 +64,11 @@ step "pip wheel . (no build isolation, same build directory)"
 whl=$(ls "$work/wheels"/herd-*.whl)
 echo "wheel: $(basename "$whl")"
 "$py" - "$whl" <<'PY'
-import json, sys, zipfile
+import json, re, sys, zipfile
 names = set(zipfile.ZipFile(sys.argv[1]).namelist())
-need = {"herd/__init__.py", "herd/run.py", "herd/__main__.py", "herd/libherd.so.1",
-        "herd/herd_build_info.json"}
+need = {"herd/__init__.py", "herd/run.py", "herd/__main__.py", "herd/herd_build_info.json"}
+libs = [n for n in names if re.fullmatch(r"herd/libherd\.so\.[0-9]+", n)]
+assert len(libs) == 1, f"wheel holds {libs or 'no'} herd/libherd.so.<SOVERSION>"
 missing = need - names
 stray = [n for n in names if n.startswith(("lib/", "include/", "herd/lib/"))]
 assert not missing, f"wheel lacks {sorted(missing)}"

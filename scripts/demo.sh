@@ -13,11 +13,15 @@ cmake -S . -B "$build" -DCMAKE_BUILD_TYPE=Release -DHERD_BUILD_TESTS=OFF -DHERD_
 cmake --build "$build" -j"$(nproc)" >/dev/null
 build=$(cd "$build" && pwd)
 
+# herdrun (python -m herd.run from this checkout) runs mpirun with the binding herd needs and
+# forwards HERD_* to every rank; after `pip install .` it is the `herdrun` command.
+export HERD_LIBRARY="$build/src/libherd.so" PYTHONPATH="$PWD/python${PYTHONPATH:+:$PYTHONPATH}"
+herdrun=(python3 -m herd.run)
+
 echo "== C demo: $ranks ranks, random tensors in random orders, checked exactly"
-mpiexec -n "$ranks" --bind-to none "$build/examples/herd_demo" 200 5
+"${herdrun[@]}" -np "$ranks" "$build/examples/herd_demo" 200 5
 
 if [ -f examples/python/train.py ]; then
     echo "== Python: data-parallel training, $ranks ranks"
-    HERD_LIBRARY="$build/src/libherd.so" PYTHONPATH="$PWD/python" \
-        mpiexec -n "$ranks" --bind-to none python3 examples/python/train.py
+    "${herdrun[@]}" -np "$ranks" python3 examples/python/train.py
 fi

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what herd needs to build and test, when it is missing: a C compiler, CMake, OpenMPI,
-# CUnit, uthash, pkg-config (Debian packages) and numpy + pytest (PyPI) for the Python layer.
+# CUnit, uthash, pkg-config, Python's venv module (Debian packages) and numpy + pytest (PyPI) for
+# the Python layer, plus scikit-build-core (PyPI) for the pip install / pip wheel tests.
 # With HERD_DEPS_CLANG=1 (scripts/test.sh sets it for its fuzz stage) also clang and its
 # sanitizer/libFuzzer runtimes; gcc's ASan, UBSan and TSan runtimes come with gcc.
 # Sourced by scripts/demo.sh and scripts/test.sh; safe to run again.
@@ -16,6 +17,9 @@ command -v pkg-config >/dev/null || missing+=(pkg-config)
 [ -f /usr/include/CUnit/Basic.h ] || missing+=(libcunit1-dev)
 [ -f /usr/include/uthash.h ] || missing+=(uthash-dev)
 command -v python3 >/dev/null || missing+=(python3 python3-pip)
+# Debian splits venv/ensurepip out of python3; tests/install makes a virtualenv.
+command -v python3 >/dev/null && ! python3 -c 'import venv, ensurepip' 2>/dev/null &&
+    missing+=(python3-venv)
 if [ "${HERD_DEPS_CLANG:-0}" = 1 ]; then
     command -v clang >/dev/null || missing+=(clang)
     # -fsanitize=fuzzer needs libclang_rt.fuzzer, which plain `clang` may not pull in.
@@ -34,8 +38,12 @@ if [ ${#missing[@]} -gt 0 ]; then
     apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
 
-if ! python3 -c 'import numpy, pytest' 2>/dev/null; then
-    echo "herd: installing numpy and pytest"
-    python3 -m pip install -q numpy pytest 2>/dev/null ||
-        python3 -m pip install -q --break-system-packages numpy pytest
+pydeps=()
+python3 -c 'import numpy' 2>/dev/null || pydeps+=(numpy)
+python3 -c 'import pytest' 2>/dev/null || pydeps+=(pytest)
+python3 -c 'import scikit_build_core' 2>/dev/null || pydeps+=(scikit-build-core)
+if [ ${#pydeps[@]} -gt 0 ]; then
+    echo "herd: installing ${pydeps[*]}"
+    python3 -m pip install -q "${pydeps[@]}" 2>/dev/null ||
+        python3 -m pip install -q --break-system-packages "${pydeps[@]}"
 fi

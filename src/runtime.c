@@ -110,6 +110,24 @@ fail_queue:
     return rc;
 }
 
+/* The coordinator thread inherits the caller's CPU mask. Pinned to one core (Open MPI binds each
+ * rank to a core by default), it competes with the training loop for that core: rank 0 says so
+ * once, naming the fix. */
+static void warn_single_core_affinity(int rank)
+{
+    cpu_set_t mask;
+    if (rank != 0 || sched_getaffinity(0, sizeof mask, &mask) != 0 || CPU_COUNT(&mask) != 1)
+        return;
+    int cpu = -1;
+    for (int c = 0; c < CPU_SETSIZE && cpu < 0; c++)
+        if (CPU_ISSET(c, &mask))
+            cpu = c;
+    HERD_LOG_WRN("this process is bound to a single core (cpu %d), which herd's coordinator "
+                 "thread shares with the caller; launch with herdrun, or mpirun --bind-to none "
+                 "(or bind each rank to 2 or more cores)",
+                 cpu);
+}
+
 /* A herd_init that failed after starting MPI leaves it up for a retry; if none succeeds, MPI is
  * finalised when the process exits. Not while herd runs: its threads would still use MPI. */
 static void finalize_leftover_mpi(void)
@@ -162,6 +180,7 @@ int herd__runtime_init(void)
                  HERD_VERSION_STRING, atomic_load(&rt->rank), atomic_load(&rt->size),
                  atomic_load(&rt->local_rank), atomic_load(&rt->local_size),
                  (long long)rt->config.fusion_threshold);
+    warn_single_core_affinity(atomic_load(&rt->rank));
     herd__status_clear();
 out:
     pthread_mutex_unlock(&rt->lifecycle);

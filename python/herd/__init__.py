@@ -61,6 +61,7 @@ from ._capi import (
     UINT8,
 )
 from ._buffers import DTYPES
+from ._build_info import build_info
 from ._core import (
     OPS,
     Handle,
@@ -121,7 +122,7 @@ __all__ = [
     "allgather", "allgather_async", "reducescatter", "reducescatter_async", "alltoall",
     "alltoall_async", "barrier", "barrier_async", "join", "join_async", "grouped_push_pull",
     "grouped_push_pull_async", "broadcast_object", "allgather_object",
-    "version", "abi_version", "library_path", "status_name", "strerror",
+    "version", "abi_version", "library_path", "build_info", "status_name", "strerror",
     "HerdError", "InvalidArgumentError", "InvalidUsageError", "NotFoundError",
     "NotSupportedError", "NoMemoryError", "BackendError", "MismatchError", "HerdTimeoutError",
     "ShutdownError", "InternalError", "StalledError",

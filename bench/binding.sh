@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# herd_bench's 4-byte latency (incl. back to back) and one workload step under three launches of
+# 2 ranks: Open MPI's default binding (each rank on one core, herd's coordinator sharing it),
+# mpirun --bind-to none, and herdrun (its own choice of flags). Rounds alternate the three
+# launches so that other load on the machine hits each alike.
+# Usage: bash bench/binding.sh [build dir] [rounds] [herd_bench args...]
+#   default: build 3 --only latency,workload --workloads resnet50 --iters 10
+set -euo pipefail
+cd "$(dirname "$0")/.."
+source scripts/env.sh
+build=${1:-build}
+rounds=${2:-3}
+shift $(($# > 2 ? 2 : $#))
+args=("$@")
+[ ${#args[@]} -gt 0 ] || args=(--only latency,workload --workloads resnet50 --iters 10)
+bench=$build/bench/herd_bench
+args+=(--workload-dir bench/workloads)
+export HERD_LIBRARY=$build/src/libherd.so PYTHONPATH=$PWD/python${PYTHONPATH:+:$PYTHONPATH}
+for r in $(seq 1 "$rounds"); do
+    for mode in default none herdrun; do
+        echo "=== round $r: $mode"
+        case $mode in
+        default) mpirun -np 2 "$bench" "${args[@]}" ;;
+        none) mpirun -np 2 --bind-to none "$bench" "${args[@]}" ;;
+        herdrun) python3 -m herd.run -np 2 --verbose "$bench" "${args[@]}" ;;
+        esac
+    done
+done

@@ -256,3 +256,30 @@ def test_allgather_object_alltoall_reducescatter_barrier():
     rs = hvd.reducescatter(torch.ones(2 * n), op=hvd.Sum)
     assert torch.equal(rs, torch.full((2,), float(n)))
     hvd.barrier()
+
+
+@pytest.mark.skipif(not hasattr(herd, "join"), reason="needs issue 9 collectives")
+def test_join_lets_the_others_finish():
+    # Rank 0 has one more batch than the others; they join instead of hanging it.
+    t = torch.full((4,), float(hvd.rank() + 1))
+    first = hvd.allreduce(t, op=hvd.Sum, name="join.step0")
+    if hvd.rank() == 0:
+        second = hvd.allreduce(t, op=hvd.Sum, name="join.step1")
+        assert torch.equal(second, t)  # joined ranks contribute zeros
+    last = hvd.join()
+    assert torch.equal(first, torch.full((4,), float(sum(range(1, herd.size() + 1)))))
+    assert 0 <= last < herd.size()
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
+def test_cuda_allreduce_and_broadcast():
+    dev = torch.device("cuda", hvd.local_rank() % torch.cuda.device_count())
+    t = torch.full((1000,), float(hvd.rank() + 1), device=dev)
+    out = hvd.allreduce(t, op=hvd.Sum)
+    assert out.device == dev
+    assert torch.equal(out.cpu(), torch.full((1000,), float(sum(range(1, herd.size() + 1)))))
+    b = hvd.broadcast(t, 0)
+    assert torch.equal(b.cpu(), torch.ones(1000))
+    h = hvd.allreduce_async_(t, op=hvd.Max)
+    hvd.synchronize(h)  # ordered on the current stream; .cpu() synchronizes with it
+    assert torch.equal(t.cpu(), torch.full((1000,), float(herd.size())))

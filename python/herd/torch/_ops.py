@@ -211,6 +211,23 @@ class _ShapeCheck:
                 f"{tuple(lo[1:1 + nd_lo])} to {tuple(hi[1:1 + nd_hi])}")
 
 
+def _wait_driving(p):
+    """Waits on a herd._core.Handle with no deadline: a thread that waits without one runs
+    herd's rounds itself while the coordinator is idle (no thread hand-off, which costs a wake
+    across cores and, on a busy machine, a scheduler delay per round). Ctrl-C is seen when the
+    wait returns."""
+    with p._lock:
+        if p._status is not None:
+            return p.wait()  # raises the right NotFoundError
+        st = lib.herd_wait_handle(p.id, -1)
+        err = errors.make(st) if st < 0 else None
+        p._status = st
+        result, p._result, p._keep = p._result, None, None
+    if err is not None:
+        raise err
+    return result
+
+
 class Handle:
     """An operation in flight, returned by the *_async functions.
 
@@ -252,7 +269,7 @@ class Handle:
                     errors.check(lib.herd_handle_stream_wait(p.id, ctypes.c_void_p(stream)))
                     if not p.poll():
                         continue  # its buffers stay alive in herd's orphan table until done
-                vals.append(p.wait())
+                vals.append(_wait_driving(p))
             except errors.HerdError as e:
                 first = first or e
         for c in self._checks:

@@ -34,13 +34,14 @@ BUCKET_BYTES = 4 << 20
 class _Bucket:
     __slots__ = ("index", "params", "flat", "pending", "handle", "name")
 
-    def __init__(self, index, params, flat):
+    def __init__(self, index, params, flat, first, last):
         self.index = index
         self.params = params
         self.flat = flat
         self.pending = len(params)
         self.handle = None
-        self.name = f"bucket.{index}"
+        # Named by its parameters, so two optimizers' buckets never share a name.
+        self.name = f"bucket[{first}..{last}]"
 
 
 class _DistributedOptimizer(torch.optim.Optimizer):
@@ -86,8 +87,6 @@ class _DistributedOptimizer(torch.optim.Optimizer):
         self._order = [p for p in all_params]
         self._parameter_names = {p: name_of[id(p)] for p in self._order}
         self._requires_update = [p for p in self._order if p.requires_grad]
-        for p in self._requires_update:
-            herd.declare(f"allreduce.{self._parameter_names[p]}")
 
         self._p_to_group = {}
         self._group_counts = {}
@@ -119,6 +118,9 @@ class _DistributedOptimizer(torch.optim.Optimizer):
         self._bucket_checks = []
         if gradient_as_bucket_view:
             self._make_buckets()
+        else:
+            for p in self._requires_update:  # registration order is herd's priority order
+                herd.declare(f"allreduce.{self._parameter_names[p]}")
 
         self._handles = {}
         self._grad_accs = []
@@ -146,7 +148,9 @@ class _DistributedOptimizer(torch.optim.Optimizer):
                     end += 1
                 members = ps[start:end]
                 flat = torch.zeros(sum(p.numel() for p in members), dtype=dtype, device=device)
-                b = _Bucket(len(self._buckets), members, flat)
+                b = _Bucket(len(self._buckets), members, flat,
+                            self._parameter_names[members[0]],
+                            self._parameter_names[members[-1]])
                 off = 0
                 for p in members:
                     view = flat[off:off + p.numel()].view_as(p)

@@ -64,3 +64,11 @@ def test_import_herd_does_not_import_torch():
                         "import sys, herd\nassert 'torch' not in sys.modules\nprint('ok')"],
                        capture_output=True, text=True, timeout=120)
     assert r.returncode == 0 and r.stdout.strip() == "ok", r.stderr[-2000:]
+
+
+def test_missing_torch_is_one_clear_import_error():
+    code = ("import sys\nsys.modules['torch'] = None  # as if torch were not installed\n"
+            "try:\n    import herd.torch\nexcept ImportError as e:\n    print(e)\n")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "herd.torch needs PyTorch" in r.stdout and "pip install torch" in r.stdout, r.stdout

@@ -115,8 +115,7 @@ def test_bucket_view_is_default_and_grads_are_views():
 @pytest.mark.parametrize("groups", [2, "list"])
 def test_groups(groups):
     if groups == "list":
-        probe = Net()
-        groups = None  # replaced below with the real parameters
+        groups = None  # replaced below with the model's parameters
     model = Net()
     if groups is None:
         ps = list(model.parameters())
@@ -306,3 +305,28 @@ def test_sync_batch_norm_matches_global_batch():
     assert torch.allclose(gw, ref.weight.grad, atol=1e-10)
     assert torch.allclose(bn.running_mean, ref.running_mean, atol=1e-12)
     assert torch.allclose(bn.running_var, ref.running_var, atol=1e-12)
+
+
+def test_bad_named_parameters_raise_value_error():
+    model = Net()
+    sgd = torch.optim.SGD(model.parameters(), lr=0.1)
+    with pytest.raises(ValueError, match="unique"):
+        hvd.DistributedOptimizer(sgd, named_parameters=[("same", p) for p in model.parameters()])
+    with pytest.raises(ValueError, match="not named"):
+        hvd.DistributedOptimizer(sgd, named_parameters=list(model.named_parameters())[:1])
+    with pytest.raises(ValueError, match="op != Average"):
+        hvd.DistributedOptimizer(sgd, named_parameters=model.named_parameters(), op=hvd.Sum,
+                                 gradient_predivide_factor=2.0)
+
+
+def test_sync_batch_norm_eval_uses_running_stats():
+    bn = hvd.SyncBatchNorm(3).double()
+    with torch.no_grad():
+        bn.running_mean.copy_(torch.tensor([1.0, 2.0, 3.0]))
+        bn.running_var.copy_(torch.tensor([4.0, 1.0, 0.25]))
+    bn.eval()
+    x = torch.full((2, 3), 5.0, dtype=torch.float64) + hvd.rank()  # differs per rank: no exchange
+    exp = (x - bn.running_mean) / torch.sqrt(bn.running_var + bn.eps)
+    assert torch.allclose(bn(x), exp, atol=1e-12)
+    with pytest.raises(ValueError, match="2D"):
+        bn(torch.zeros(3, dtype=torch.float64))

@@ -330,3 +330,13 @@ def test_sync_batch_norm_eval_uses_running_stats():
     assert torch.allclose(bn(x), exp, atol=1e-12)
     with pytest.raises(ValueError, match="2D"):
         bn(torch.zeros(3, dtype=torch.float64))
+
+
+def test_bucket_size_knob(monkeypatch):
+    monkeypatch.setenv("HERD_TORCH_BUCKET_BYTES", "64")  # about one parameter per bucket
+    model, opt = distributed("sgd", torch.float64)
+    assert len(opt._buckets) == 4  # fc1.weight, fc1.bias, fc2.weight, fc2.bias (> 64 B each)
+    assert_same(model, reference("sgd", torch.float64), 1e-12)
+    monkeypatch.setenv("HERD_TORCH_BUCKET_BYTES", "lots")
+    with pytest.raises(ValueError, match="HERD_TORCH_BUCKET_BYTES"):
+        hvd.DistributedOptimizer(torch.optim.SGD(Net().parameters(), lr=0.1))

@@ -14,6 +14,7 @@ copy in or out. On by default where it is safe: no compression, no groups, dense
 parameters. zero_grad() then zeroes the buffers instead of setting the gradients to None.
 """
 
+import os
 import warnings
 from collections import defaultdict
 
@@ -28,7 +29,21 @@ from .compression import Compression
 
 # Bytes of gradients per bucket (gradient_as_bucket_view); herd moves host memory in 1 MiB pieces
 # anyway, so a bucket this size costs one call and never waits long for its last gradient.
+# HERD_TORCH_BUCKET_BYTES overrides it (read when a DistributedOptimizer is made).
 BUCKET_BYTES = 4 << 20
+
+
+def _bucket_bytes():
+    raw = os.environ.get("HERD_TORCH_BUCKET_BYTES")
+    if raw is None:
+        return BUCKET_BYTES
+    try:
+        v = int(raw)
+    except ValueError:
+        v = -1
+    if v <= 0:
+        raise ValueError(f"HERD_TORCH_BUCKET_BYTES={raw!r}: expected a positive number of bytes")
+    return v
 
 
 class _Bucket:
@@ -134,6 +149,7 @@ class _DistributedOptimizer(torch.optim.Optimizer):
     # -- setup -------------------------------------------------------------------------------
 
     def _make_buckets(self):
+        cap = _bucket_bytes()
         runs = defaultdict(list)  # (dtype, device) -> params in order
         for p in self._requires_update:
             runs[(p.dtype, p.device)].append(p)
@@ -143,7 +159,7 @@ class _DistributedOptimizer(torch.optim.Optimizer):
                 size, end = 0, start
                 while end < len(ps) and (end == start or
                                          size + ps[end].numel() * ps[end].element_size()
-                                         <= BUCKET_BYTES):
+                                         <= cap):
                     size += ps[end].numel() * ps[end].element_size()
                     end += 1
                 members = ps[start:end]

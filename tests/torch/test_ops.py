@@ -283,3 +283,15 @@ def test_cuda_allreduce_and_broadcast():
     h = hvd.allreduce_async_(t, op=hvd.Max)
     hvd.synchronize(h)  # ordered on the current stream; .cpu() synchronizes with it
     assert torch.equal(t.cpu(), torch.full((1000,), float(herd.size())))
+
+
+def test_grouped_allreduce_named_and_differentiable():
+    n = herd.size()
+    x = torch.ones(3, requires_grad=True)
+    ys = hvd.grouped_allreduce([x * float(hvd.rank() + 1), torch.full((2,), 1.0)], op=hvd.Sum,
+                               name="grp")
+    total = float(sum(r + 1 for r in range(n)))
+    assert torch.equal(ys[0].detach(), torch.full((3,), total))
+    assert torch.equal(ys[1], torch.full((2,), float(n)))
+    ys[0].sum().backward()  # d/dx of sum_r (r+1) x summed over ranks' backward: (rank+1) * n
+    assert torch.equal(x.grad, torch.full((3,), float((hvd.rank() + 1) * n)))

@@ -119,20 +119,20 @@ def grouped_allreduce(tensors, average=None, name=None, compression=Compression.
     """Allreduce of every tensor of the list, submitted together; returns the list of results
     (new tensors). Differentiable like allreduce. See allreduce for the arguments."""
     op = _ops._op_of(op, average)
-    if name is None:
-        with _ops._noname_lock:
-            name = f"noname.{next(_ops._noname['grouped_allreduce'])}"
+
+    def member(i):
+        return None if name is None else f"{name}.{i}"
+
     outs = []
     pairs = [compression.compress(t) for t in tensors]
     # Submit every member before waiting on any: herd reduces them as they become ready.
-    handles = [_ops.allreduce_async(c, name=f"{name}.{i}", op=op,
-                                    prescale_factor=prescale_factor,
+    handles = [_ops.allreduce_async(c, name=member(i), op=op, prescale_factor=prescale_factor,
                                     postscale_factor=postscale_factor, process_set=process_set)
                if not c.requires_grad else None
                for i, (c, _) in enumerate(pairs)]
     for i, ((c, ctx), h) in enumerate(zip(pairs, handles)):
         if h is None:
-            out = HorovodAllreduce.apply(c, f"{name}.{i}", op, prescale_factor, postscale_factor,
+            out = HorovodAllreduce.apply(c, member(i), op, prescale_factor, postscale_factor,
                                          process_set)
         else:
             out = h.wait()

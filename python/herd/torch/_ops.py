@@ -402,15 +402,13 @@ def _grouped_submit(tensors, in_place, name, op, prescale_factor, postscale_fact
                     process_set):
     if not isinstance(tensors, (list, tuple)):
         raise errors.invalid_argument("grouped_allreduce takes a list of tensors")
-    if name is None:
-        with _noname_lock:
-            base = f"noname.{next(_noname['allreduce'])}"
-    else:
-        base = name
     hs = []
     try:
         for i, t in enumerate(tensors):
-            hs.append(_allreduce_submit(t, t if in_place else None, f"{base}.{i}", op,
+            # Unnamed groups take counter names per member (and skip the one-time shape check,
+            # which only named tensors get).
+            hs.append(_allreduce_submit(t, t if in_place else None,
+                                        None if name is None else f"{name}.{i}", op,
                                         prescale_factor, postscale_factor, process_set,
                                         kind="grouped_allreduce"))
     except Exception:
@@ -452,7 +450,8 @@ def grouped_allreduce_async(tensors, average=None, name=None, op=None, prescale_
                             postscale_factor=1.0, process_set=global_process_set):
     """Submits allreduces of every tensor in the list as one group; synchronize(handle) returns
     the list of results (new tensors, in order). Ranks must pass lists of equal length whose
-    i-th tensors agree in shape and dtype. Tensor i is named "<name>.<i>"."""
+    i-th tensors agree in shape and dtype. Tensor i is named "grouped_allreduce.<name>.<i>"
+    ("grouped_allreduce.noname.<N>" per member when unnamed)."""
     return _grouped_submit(tensors, False, name, _op_of(op, average), prescale_factor,
                            postscale_factor, process_set)
 

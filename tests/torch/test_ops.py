@@ -255,6 +255,10 @@ def test_allgather_object_alltoall_reducescatter_barrier():
     assert splits.tolist() == [1] * n
     rs = hvd.reducescatter(torch.ones(2 * n), op=hvd.Sum)
     assert torch.equal(rs, torch.full((2,), float(n)))
+    out2, _ = hvd.synchronize(hvd.alltoall_async(t))
+    assert torch.equal(out2, out)
+    rs2 = hvd.synchronize(hvd.reducescatter_async(torch.ones(2 * n), op=hvd.Sum))
+    assert torch.equal(rs2, rs)
     hvd.barrier()
 
 
@@ -295,3 +299,13 @@ def test_grouped_allreduce_named_and_differentiable():
     assert torch.equal(ys[1], torch.full((2,), float(n)))
     ys[0].sum().backward()  # d/dx of sum_r (r+1) x summed over ranks' backward: (rank+1) * n
     assert torch.equal(x.grad, torch.full((3,), float((hvd.rank() + 1) * n)))
+
+
+@pytest.mark.skipif(hasattr(herd, "allgather"), reason="issue 9 collectives are present")
+def test_issue9_ops_say_what_they_need():
+    t = torch.ones(2)
+    calls = [lambda: hvd.allgather(t), lambda: hvd.alltoall(t), lambda: hvd.reducescatter(t),
+             lambda: hvd.barrier(), lambda: hvd.join(), lambda: hvd.allgather_object(1)]
+    for call in calls:
+        with pytest.raises(herd.NotSupportedError, match="issue 9"):
+            call()

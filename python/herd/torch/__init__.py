@@ -70,6 +70,7 @@ from ._ops import (  # noqa: F401
     allreduce_async,
     allreduce_async_,
     alltoall,
+    alltoall_async,
     barrier,
     broadcast_,
     broadcast_async,
@@ -81,6 +82,7 @@ from ._ops import (  # noqa: F401
     join,
     poll,
     reducescatter,
+    reducescatter_async,
     synchronize,
 )
 from ._optimizer import (  # noqa: F401
@@ -181,7 +183,8 @@ __all__ = [
     "allreduce", "allreduce_", "allreduce_async", "allreduce_async_",
     "grouped_allreduce", "grouped_allreduce_", "grouped_allreduce_async",
     "grouped_allreduce_async_", "allgather", "allgather_async", "broadcast", "broadcast_",
-    "broadcast_async", "broadcast_async_", "alltoall", "reducescatter", "poll", "synchronize",
+    "broadcast_async", "broadcast_async_", "alltoall", "alltoall_async", "reducescatter",
+    "reducescatter_async", "poll", "synchronize",
     "barrier", "join", "broadcast_parameters", "broadcast_optimizer_state", "broadcast_object",
     "allgather_object", "DistributedOptimizer", "Compression", "SyncBatchNorm",
     "Average", "Sum", "Adasum", "Min", "Max", "Product", "Handle", "global_process_set",

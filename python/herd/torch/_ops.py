@@ -574,34 +574,56 @@ def _allgather_raw(tensor, name=None):
     return allgather_async(tensor, name).wait()
 
 
-def alltoall(tensor, splits=None, name=None, process_set=global_process_set):
-    """Scatters slices of `tensor` along dim 0 to every rank and gathers theirs: rank r sends
-    rows splits[r-th block] to rank r. splits: a 1-d int tensor/list of size() counts summing to
-    tensor.shape[0] (None: equal parts). Returns (output, received_splits). Needs herd.alltoall
-    (issue 9): NotSupportedError otherwise."""
+def alltoall_async(tensor, splits=None, name=None, process_set=global_process_set):
+    """Submits an alltoall (see alltoall); synchronize(handle) returns (output,
+    received_splits). Needs herd.alltoall_async (issue 9): NotSupportedError otherwise."""
     _check_process_set(process_set)
-    fn = _need("alltoall")
-    t = _to_host(tensor)
-    arr, _ = _np_in(t)
+    fn = _need("alltoall_async")
+    arr, _ = _np_in(_to_host(tensor))
     if splits is not None:
         splits = [int(s) for s in (splits.tolist() if torch.is_tensor(splits) else splits)]
     _, name_s, _ = _full_name(name, "alltoall")
-    out, recv = fn(arr, splits=splits, name=name_s)
-    return _from_np(out, tensor), torch.as_tensor(list(recv), dtype=torch.int32)
+    h = fn(arr, splits=splits, name=name_s)
+
+    def finish(r):
+        out, recv = r
+        return _from_np(out, tensor), torch.as_tensor(list(recv), dtype=torch.int32)
+    return Handle([h], None, finish)
+
+
+def alltoall(tensor, splits=None, name=None, process_set=global_process_set):
+    """Scatters slices of `tensor` along dim 0 to every rank and gathers theirs: rank r gets the
+    r-th block of rows. splits: a 1-d int tensor or list of size() row counts summing to
+    tensor.shape[0] (None: equal blocks). Dims past the first must agree across ranks. Returns
+    (output, received_splits): the blocks every rank sent here, in rank order, and their row
+    counts (int32). Needs herd.alltoall_async (issue 9): NotSupportedError otherwise."""
+    return alltoall_async(tensor, splits, name, process_set).wait()
+
+
+def reducescatter_async(tensor, name=None, op=Average, process_set=global_process_set,
+                        prescale_factor=1.0, postscale_factor=1.0):
+    """Submits a reducescatter (see reducescatter); synchronize(handle) returns this rank's
+    block. Needs herd.reducescatter_async (issue 9): NotSupportedError otherwise."""
+    _check_process_set(process_set)
+    fn = _need("reducescatter_async")
+    t = _scale_(_to_host(tensor).clone(), prescale_factor)
+    arr, _ = _np_in(t)
+    _, name_s, _ = _full_name(name, "reducescatter")
+    h = fn(arr, op=_OP_NAMES[op], name=name_s)
+    return Handle([h], None, lambda r: _scale_(_from_np(r, tensor), postscale_factor))
 
 
 def reducescatter(tensor, name=None, compression=None, op=Average,
                   process_set=global_process_set, prescale_factor=1.0, postscale_factor=1.0):
-    """Reduces `tensor` (same shape on every rank) over the ranks and gives each rank its block
-    of dim 0 (blocks as even as possible, earlier ranks get the extra rows). Needs
-    herd.reducescatter (issue 9): NotSupportedError otherwise."""
-    _check_process_set(process_set)
-    fn = _need("reducescatter")
-    t = _scale_(_to_host(tensor).clone(), prescale_factor)
-    arr, _ = _np_in(t)
-    _, name_s, _ = _full_name(name, "reducescatter")
-    out = _from_np(fn(arr, op=_OP_NAMES[op], name=name_s), tensor)
-    return _scale_(out, postscale_factor)
+    """Reduces `tensor` (same shape on every rank) over the ranks with `op` and returns this
+    rank's block of dim 0 (blocks as even as possible, earlier ranks get the extra rows).
+    compression: Compression.none/fp16 (floats travel as float16). Needs
+    herd.reducescatter_async (issue 9): NotSupportedError otherwise."""
+    if compression is not None:
+        tensor, ctx = compression.compress(tensor)
+    out = reducescatter_async(tensor, name, op, process_set, prescale_factor,
+                              postscale_factor).wait()
+    return compression.decompress(out, ctx) if compression is not None else out
 
 
 def barrier(process_set=global_process_set):

@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # Installs what herd needs to build and test, when it is missing: a C compiler, CMake, OpenMPI,
-# CUnit, uthash, pkg-config, Python's venv module (Debian packages) and numpy + pytest (PyPI) for
-# the Python layer, plus scikit-build-core (PyPI) for the pip install / pip wheel tests.
+# CUnit, uthash, pkg-config, Python's venv module (Debian packages), numpy + pytest (PyPI) for
+# the Python layer, scikit-build-core (PyPI) for the pip install / pip wheel tests, and torch +
+# scikit-learn (PyPI; ~2 min and ~5 GB the first time) for herd.torch, its tests and the PyTorch
+# example. HERD_DEPS_TORCH=0 skips those two; if their install fails, herd builds and tests
+# without them (the torch tests are then not registered, demo.sh trains the numpy model).
 # With HERD_DEPS_CLANG=1 (scripts/test.sh sets it for its fuzz stage) also clang and its
 # sanitizer/libFuzzer runtimes; gcc's ASan, UBSan and TSan runtimes come with gcc.
 # Sourced by scripts/demo.sh and scripts/test.sh; safe to run again.
@@ -46,4 +49,11 @@ if [ ${#pydeps[@]} -gt 0 ]; then
     echo "herd: installing ${pydeps[*]}"
     python3 -m pip install -q "${pydeps[@]}" 2>/dev/null ||
         python3 -m pip install -q --break-system-packages "${pydeps[@]}"
+fi
+
+if [ "${HERD_DEPS_TORCH:-1}" != 0 ] && ! python3 -c 'import torch, sklearn' 2>/dev/null; then
+    echo "herd: installing torch and scikit-learn (the first time: about 2 minutes, 5 GB)"
+    python3 -m pip install -q torch scikit-learn 2>/dev/null ||
+        python3 -m pip install -q --break-system-packages torch scikit-learn ||
+        echo "herd: could not install torch and scikit-learn; herd.torch is not tested" >&2
 fi

@@ -199,7 +199,9 @@ HERD_API int herd_allgather(const char *name, const void *sendbuf, void *recvbuf
  *                  and must be released with herd_free(ptr, device). Host buffers are 64-byte
  *                  aligned; GPU buffers are memory of `device`.
  * Both out-pointers are the caller's and must stay valid until the handle completes; herd writes
- * nothing to them when the operation fails. Ownership of sendbuf: as herd_allgather.
+ * nothing to them when the operation fails before it is issued (for GPU memory, a failure the
+ * device reports later may leave *recvbuf_out set: release it with herd_free too).
+ * Ownership of sendbuf: as herd_allgather.
  * Thread safety: any thread.
  */
 HERD_API int herd_allgatherv(const char *name, const void *sendbuf, int64_t count, int64_t row,

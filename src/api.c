@@ -237,17 +237,6 @@ static int check_scale(const char *name, const char *what, double factor, int de
     return HERD_OK;
 }
 
-/* The kinds GPU memory supports so far: all but the variable-size ones, whose results herd
- * would have to allocate on the device (docs/collectives.md). */
-static int check_host_only(const char *name, const char *kind, int device)
-{
-    if (device >= 0)
-        return herd__status_set(HERD_ERR_NOT_SUPPORTED,
-                                "tensor '%s': %s of GPU memory is not supported yet (host memory "
-                                "only; GPU: the equal-size forms)", name, kind);
-    return HERD_OK;
-}
-
 /* n * m elements without overflowing the byte size. */
 static int check_product(const char *name, const char *what, int64_t n, int64_t m, int dtype,
                          int64_t *out)
@@ -423,8 +412,6 @@ int herd_allgatherv(const char *name, const void *sendbuf, int64_t count, int64_
     if (rc == HERD_OK)
         rc = check_device(name, device);
     if (rc == HERD_OK)
-        rc = check_host_only(name, "allgatherv", device);
-    if (rc == HERD_OK)
         rc = check_buffer(name, "sendbuf", sendbuf, count, dtype, device);
     if (rc == HERD_OK) {
         herd_request_t proto = {.kind = HERD_KIND_ALLGATHERV, .dtype = dtype, .op = HERD_SUM,
@@ -569,8 +556,6 @@ int herd_alltoallv(const char *name, const void *sendbuf, const int64_t *sendcou
     if (rc == HERD_OK)
         rc = check_device(name, device);
     if (rc == HERD_OK)
-        rc = check_host_only(name, "alltoallv", device);
-    if (rc == HERD_OK)
         rc = check_buffer(name, "sendbuf", sendbuf, total, dtype, device);
     if (rc == HERD_OK) {
         herd_request_t proto = {.kind = HERD_KIND_ALLTOALLV, .dtype = dtype, .op = HERD_SUM,
@@ -681,9 +666,10 @@ int herd_free(void *ptr, int device)
     if (device < HERD_DEVICE_CPU)
         return herd__status_set(HERD_ERR_INVALID_ARG, "herd_free: device %d is invalid",
                                 device);
-    if (device >= 0 && ptr != NULL)
-        return herd__status_set(HERD_ERR_NOT_SUPPORTED,
-                                "herd_free: herd allocates no GPU memory in this version");
+    if (ptr == NULL)
+        return HERD_OK;
+    if (device >= 0)
+        return herd__gpu_free(ptr, device);
     free(ptr);
     return HERD_OK;
 }

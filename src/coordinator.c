@@ -637,17 +637,33 @@ static int run_allgather(herd_coordinator_t *c, herd_backend_t *be, const herd_f
     return rc;
 }
 
-/* A buffer for a variable-size result, or scratch for a phantom (whose result is dropped). */
-static void *result_buffer(herd_coordinator_t *c, uint32_t index, size_t bytes)
+/* A buffer for a variable-size result: host memory, or the backend's (device memory on a GPU,
+ * which also makes staging room for `send_bytes` of input); scratch for a phantom (whose result
+ * is dropped). */
+static void *result_buffer(herd_coordinator_t *c, herd_backend_t *be, uint32_t index,
+                           size_t bytes, size_t send_bytes)
 {
     if (is_phantom(index))
         return scratch_of(c, SCRATCH_OUT, bytes);
     if (bytes == 0)
         return NULL;
+    if (be->alloc_result != NULL)
+        return be->alloc_result(be, bytes, send_bytes);
     void *p = NULL;
     if (posix_memalign(&p, 64, (bytes + 63) & ~(size_t)63) != 0)
         return NULL;
     return p;
+}
+
+/* Releases a result the operation could not hand over. */
+static void drop_result(herd_coordinator_t *c, herd_backend_t *be, void *out, int device)
+{
+    if (out == NULL)
+        return;
+    if (be == c->d.cpu_backend)
+        free(out);
+    else
+        herd__gpu_free(out, device);
 }
 
 static int agree_or_fail(herd_backend_t *be, int ok, const char *what)
@@ -672,10 +688,12 @@ static int run_allgatherv(herd_coordinator_t *c, herd_backend_t *be, const herd_
     uint32_t index = c->group_ops[0];
     herd_request_t *r = request_of(c, index);
     size_t esize = herd__dtype_size(r->dtype);
-    if (be->allgatherv == NULL || be->exchange == NULL || be->agree == NULL)
+    /* Counts and agreements are small host exchanges, for GPU memory too. */
+    herd_backend_t *host = c->d.cpu_backend;
+    if (be->allgatherv == NULL)
         return missing_entry(be, "allgatherv");
     int64_t mine = is_phantom(index) ? 0 : r->count;
-    int rc = be->exchange(be, &mine, 1, c->counts);
+    int rc = host->exchange(host, &mine, 1, c->counts);
     if (rc != HERD_OK)
         return rc;
     int64_t total = 0;
@@ -683,21 +701,22 @@ static int run_allgatherv(herd_coordinator_t *c, herd_backend_t *be, const herd_
         c->displs[rank] = total;
         total += c->counts[rank];
     }
-    void *out = result_buffer(c, index, (size_t)total * esize);
+    void *out = result_buffer(c, be, index, (size_t)total * esize, (size_t)mine * esize);
     int ok = 1;
     if (out == NULL && total > 0) {
         ok = 0;
-        herd__status_set(HERD_ERR_NO_MEMORY, "cannot allocate %lld bytes for the result",
-                         (long long)total * (long long)esize);
+        if (be == host)
+            herd__status_set(HERD_ERR_NO_MEMORY, "cannot allocate %lld bytes for the result",
+                             (long long)total * (long long)esize);
     }
-    rc = agree_or_fail(be, ok, "allocating the allgatherv result");
+    rc = agree_or_fail(host, ok, "allocating the allgatherv result");
     if (rc == HERD_OK)
         rc = be->allgatherv(be, mine > 0 ? r->sendbuf : NULL, out, c->counts, c->displs,
                             r->dtype);
     if (is_phantom(index))
         return rc;
     if (rc != HERD_OK) {
-        free(out);
+        drop_result(c, be, out, r->device);
         return rc;
     }
     memcpy(r->counts_out, c->counts, sizeof *c->counts * (size_t)c->size);
@@ -810,7 +829,8 @@ static int run_alltoallv(herd_coordinator_t *c, herd_backend_t *be, const herd_f
     uint32_t index = c->group_ops[0];
     herd_request_t *r = request_of(c, index);
     size_t esize = herd__dtype_size(r->dtype);
-    if (be->alltoallv == NULL || be->exchange_alltoall == NULL || be->agree == NULL)
+    herd_backend_t *host = c->d.cpu_backend; /* counts and agreement */
+    if (be->alltoallv == NULL)
         return missing_entry(be, "alltoallv");
     int64_t *send = c->counts, *sdispls = c->displs;
     int64_t *recv = c->counts + c->size, *rdispls = c->displs + c->size;
@@ -820,7 +840,7 @@ static int run_alltoallv(herd_coordinator_t *c, herd_backend_t *be, const herd_f
         sdispls[rank] = off;
         off += send[rank];
     }
-    int rc = be->exchange_alltoall(be, send, recv);
+    int rc = host->exchange_alltoall(host, send, recv);
     if (rc != HERD_OK)
         return rc;
     int64_t total = 0;
@@ -828,12 +848,13 @@ static int run_alltoallv(herd_coordinator_t *c, herd_backend_t *be, const herd_f
         rdispls[rank] = total;
         total += recv[rank];
     }
-    void *out = result_buffer(c, index, (size_t)total * esize);
+    void *out = result_buffer(c, be, index, (size_t)total * esize, (size_t)off * esize);
     int ok = 1;
     if (out == NULL && total > 0) {
         ok = 0;
-        herd__status_set(HERD_ERR_NO_MEMORY, "cannot allocate %lld bytes for the result",
-                         (long long)total * (long long)esize);
+        if (be == host)
+            herd__status_set(HERD_ERR_NO_MEMORY, "cannot allocate %lld bytes for the result",
+                             (long long)total * (long long)esize);
     }
     /* MPI's counts are ints, and only this rank knows its own: agree before moving data. */
     if (ok && (off > INT_MAX || total > INT_MAX)) {
@@ -842,14 +863,14 @@ static int run_alltoallv(herd_coordinator_t *c, herd_backend_t *be, const herd_f
                          "alltoallv of %lld elements sent, %lld received exceeds MPI's int "
                          "count limit", (long long)off, (long long)total);
     }
-    rc = agree_or_fail(be, ok, "preparing the alltoallv");
+    rc = agree_or_fail(host, ok, "preparing the alltoallv");
     if (rc == HERD_OK)
         rc = be->alltoallv(be, is_phantom(index) ? NULL : r->sendbuf, send, sdispls, out, recv,
                            rdispls, r->dtype);
     if (is_phantom(index))
         return rc;
     if (rc != HERD_OK) {
-        free(out);
+        drop_result(c, be, out, r->device);
         return rc;
     }
     memcpy(r->counts_out, recv, sizeof *recv * (size_t)c->size);

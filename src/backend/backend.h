@@ -52,6 +52,11 @@ struct herd_backend {
     int (*exchange)(herd_backend_t *be, const int64_t *mine, int64_t n, int64_t *all);
     int (*exchange_alltoall)(herd_backend_t *be, const int64_t *send, int64_t *recv);
     int (*agree)(herd_backend_t *be, int ok, int *all_ok);
+    /* Optional (NULL: host memory from posix_memalign): a buffer of `bytes` in the backend's
+     * memory for a variable-size result, the caller's to release with herd_free; `send_bytes`
+     * is this rank's input, so a staging plane can make room for both. NULL with this thread's
+     * error set on failure. */
+    void *(*alloc_result)(herd_backend_t *be, size_t bytes, size_t send_bytes);
     /* Copies n bytes within the backend's memory, ordered before its next collective. */
     void (*copy)(void *be, void *dst, const void *src, size_t n);
     /* A fusion buffer of at least `bytes`, owned by the backend; grows only when a larger group

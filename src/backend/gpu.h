@@ -31,6 +31,9 @@ int herd__gpu_record_ready(uint32_t index, int device, void *stream);
  * wait is enqueued. */
 int herd__gpu_stream_wait(uint32_t index, void *stream);
 
+/* Releases device memory herd allocated for a variable-size result (herd_free). */
+int herd__gpu_free(void *ptr, int device);
+
 /* Creates the GPU data plane for CUDA device `device`: collective (every rank calls it in the
  * same round), NCCL communicators bootstrapped over `ctrl`, or with HERD_GPU_BACKEND=mpi (or no
  * NCCL) staging through pinned host memory and `host`. */

@@ -542,6 +542,120 @@ static int gpu_alltoall(herd_backend_t *be, const void *send, void *recv, int64_
     return stage_out(g, recv, out, bytes, rc, err);
 }
 
+/* ---- variable-size forms ---------------------------------------------------------------
+ * The counts are exchanged on the host first (the coordinator), then the result is allocated
+ * here in device memory (cudaMalloc, which may wait for the device: these forms cannot know
+ * their size earlier), with staging room made at the same time, and every rank agrees that all
+ * of that worked before anything is issued. */
+
+static void *gpu_alloc_result(herd_backend_t *be, size_t bytes, size_t send_bytes)
+{
+    gpu_backend_t *g = (gpu_backend_t *)be;
+    if (!use_nccl(g) && ensure_pinned(g, bytes + send_bytes) != HERD_OK)
+        return NULL;
+    void *p = NULL;
+    cudaError_t err = CU.Malloc(&p, bytes);
+    if (err != cudaSuccess) {
+        CU.GetLastError(); /* out of memory is not sticky: do not leave it to the application */
+        cuda_failed(err, "cudaMalloc of a variable-size result");
+        return NULL;
+    }
+    return p;
+}
+
+int herd__gpu_free(void *ptr, int device)
+{
+    int rc = herd__gpu_load_cuda();
+    if (rc != HERD_OK)
+        return rc;
+    device_guard_t guard;
+    rc = enter_device(device, &guard);
+    if (rc != HERD_OK)
+        return rc;
+    cudaError_t err = CU.Free(ptr);
+    leave_device(&guard);
+    return err == cudaSuccess ? HERD_OK : cuda_failed(err, "herd_free: cudaFree");
+}
+
+/* NCCL: every rank broadcasts its part into its place, all in one group. */
+static int gpu_allgatherv(herd_backend_t *be, const void *send, void *recv,
+                          const int64_t *counts, const int64_t *displs, int dtype)
+{
+    gpu_backend_t *g = (gpu_backend_t *)be;
+    int me = herd__ctrl_rank(g->ctrl);
+    size_t esize = herd__dtype_size(dtype);
+    int64_t total = 0;
+    for (int r = 0; r < g->size; r++)
+        total += counts[r];
+    if (total == 0)
+        return HERD_OK;
+#ifdef HERD_HAVE_NCCL
+    if (use_nccl(g)) {
+        ncclDataType_t type = nccl_type(dtype);
+        ncclResult_t r = NCCL.GroupStart();
+        for (int root = 0; root < g->size && r == ncclSuccess; root++) {
+            if (counts[root] == 0)
+                continue;
+            char *at = (char *)recv + (size_t)displs[root] * esize;
+            r = NCCL.Broadcast(root == me ? send : at, at, (size_t)counts[root], type, root,
+                               g->comm, g->stream);
+        }
+        ncclResult_t end = NCCL.GroupEnd();
+        if (r == ncclSuccess)
+            r = end;
+        return r == ncclSuccess ? HERD_OK : nccl_failed(r, "ncclBroadcast (allgatherv)");
+    }
+#endif
+    size_t mine = (size_t)counts[me] * esize;
+    if (mine + (size_t)total * esize > g->pinned_cap)
+        return herd__status_set(HERD_ERR_INTERNAL, "staging buffer smaller than its allgatherv");
+    cudaError_t err = mine ? stage_in(g, send, mine) : cudaSuccess;
+    char *all = (char *)g->pinned + mine;
+    int rc = g->host->allgatherv(g->host, g->pinned, all, counts, displs, dtype);
+    return stage_out(g, recv, all, (size_t)total * esize, rc, err);
+}
+
+/* NCCL: a send and a receive per peer with data, in one group. */
+static int gpu_alltoallv(herd_backend_t *be, const void *send, const int64_t *sendcounts,
+                         const int64_t *sdispls, void *recv, const int64_t *recvcounts,
+                         const int64_t *rdispls, int dtype)
+{
+    gpu_backend_t *g = (gpu_backend_t *)be;
+    size_t esize = herd__dtype_size(dtype);
+    int64_t sent = 0, got = 0;
+    for (int r = 0; r < g->size; r++) {
+        sent += sendcounts[r];
+        got += recvcounts[r];
+    }
+#ifdef HERD_HAVE_NCCL
+    if (use_nccl(g)) {
+        ncclDataType_t type = nccl_type(dtype);
+        ncclResult_t r = NCCL.GroupStart();
+        for (int peer = 0; peer < g->size && r == ncclSuccess; peer++) {
+            if (sendcounts[peer] > 0)
+                r = NCCL.Send((const char *)send + (size_t)sdispls[peer] * esize,
+                              (size_t)sendcounts[peer], type, peer, g->comm, g->stream);
+            if (r == ncclSuccess && recvcounts[peer] > 0)
+                r = NCCL.Recv((char *)recv + (size_t)rdispls[peer] * esize,
+                              (size_t)recvcounts[peer], type, peer, g->comm, g->stream);
+        }
+        ncclResult_t end = NCCL.GroupEnd();
+        if (r == ncclSuccess)
+            r = end;
+        return r == ncclSuccess ? HERD_OK : nccl_failed(r, "ncclSend/ncclRecv (alltoallv)");
+    }
+#endif
+    if ((size_t)(sent + got) * esize > g->pinned_cap && sent + got > 0)
+        return herd__status_set(HERD_ERR_INTERNAL, "staging buffer smaller than its alltoallv");
+    cudaError_t err = sent ? stage_in(g, send, (size_t)sent * esize) : cudaSuccess;
+    char *out = (char *)g->pinned + (size_t)sent * esize;
+    int rc = g->host->alltoallv(g->host, g->pinned, sendcounts, sdispls, out, recvcounts,
+                                rdispls, dtype);
+    if (got == 0)
+        return err != cudaSuccess ? cuda_failed(err, "staging a GPU tensor to host memory") : rc;
+    return stage_out(g, recv, out, (size_t)got * esize, rc, err);
+}
+
 static void gpu_copy(void *be, void *dst, const void *src, size_t n)
 {
     gpu_backend_t *g = be;
@@ -857,7 +971,9 @@ int herd__gpu_backend_create(herd_backend_t **out, herd_ctrl_t *ctrl, const herd
     g->base = (herd_backend_t){.name = "gpu", .allreduce = gpu_allreduce,
                                .broadcast = gpu_broadcast, .allgather = gpu_allgather,
                                .reducescatter = gpu_reducescatter,
-                               .alltoall = gpu_alltoall, .copy = gpu_copy,
+                               .alltoall = gpu_alltoall, .allgatherv = gpu_allgatherv,
+                               .alltoallv = gpu_alltoallv, .alloc_result = gpu_alloc_result,
+                               .copy = gpu_copy,
                                .fusion_buffer = gpu_fusion_buffer, .finish = gpu_finish,
                                .before_group = gpu_before_group,
                                .after_group = gpu_after_group, .poll_op = gpu_poll_op,

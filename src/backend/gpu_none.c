@@ -48,3 +48,11 @@ int herd__gpu_backend_create(herd_backend_t **out, herd_ctrl_t *ctrl, const herd
     (void)host;
     return herd__status_set(HERD_ERR_NOT_SUPPORTED, "this build of herd has no GPU support");
 }
+
+int herd__gpu_free(void *ptr, int device)
+{
+    (void)ptr;
+    return herd__status_set(HERD_ERR_NOT_SUPPORTED,
+                            "herd_free: device %d is a GPU, and this build of herd has no GPU "
+                            "support", device);
+}

@@ -101,16 +101,72 @@ void gt_test_other_kinds(void)
     GT_CUDA(cudaFree(isend));
     GT_CUDA(cudaFree(irecv));
     free(ih);
-    /* The variable-size forms and scaling stay host-only, refused at submit. */
+    /* allgatherv: rank r sends r + 1 rows of 3; herd allocates the result on the device. */
+    const int64_t row = 3;
+    int64_t my = (mt_rank + 1) * row;
+    float *fh = mt_alloc((size_t)my * fs);
+    mt_fill(HERD_FLOAT32, MT_BCAST, mt_rank, salt ^ 5, fh, my);
+    float *fd = gt_dev_alloc((size_t)my * fs);
+    gt_to_device(fd, fh, (size_t)my * fs);
     void *out = NULL;
-    int64_t counts[8];
+    int64_t counts[64];
+    MT_CHECK_STATUS(herd_allgatherv("fake.agv", fd, my, row, HERD_FLOAT32, gt_device, &out,
+                                    counts, &h),
+                    HERD_OK);
+    MT_CHECK_STATUS(mt_wait(h, "fake.agv"), HERD_OK);
+    int64_t total = 0;
+    for (int r = 0; r < mt_size; r++) {
+        MT_CHECK(counts[r] == (r + 1) * row);
+        total += counts[r];
+    }
+    float *gh = mt_alloc((size_t)total * fs);
+    gt_to_host(gh, out, (size_t)total * fs);
+    bad = 0;
+    for (int r = 0, off = 0; r < mt_size; off += (int)counts[r], r++)
+        for (int64_t i = 0; i < counts[r]; i++)
+            bad += gh[off + i] != (float)mt_value(HERD_FLOAT32, MT_BCAST, r, i, salt ^ 5);
+    MT_CHECK(bad == 0);
+    MT_CHECK_STATUS(herd_free(out, gt_device), HERD_OK);
+    GT_CUDA(cudaFree(fd));
+    free(fh);
+    free(gh);
+
+    /* alltoallv: rank s sends (s + d) % 3 + 1 ints to rank d, valued s * 1000 + d * 10 + i. */
+    int64_t sendcounts[64], recvcounts[64], sent = 0;
+    for (int d = 0; d < mt_size; d++)
+        sent += sendcounts[d] = (mt_rank + d) % 3 + 1;
+    ih = mt_alloc((size_t)sent * sizeof *ih);
+    for (int d = 0, off = 0; d < mt_size; off += (int)sendcounts[d], d++)
+        for (int64_t i = 0; i < sendcounts[d]; i++)
+            ih[off + i] = mt_rank * 1000 + d * 10 + (int)i;
+    isend = gt_dev_alloc((size_t)sent * sizeof *isend);
+    gt_to_device(isend, ih, (size_t)sent * sizeof *ih);
+    out = NULL;
+    MT_CHECK_STATUS(herd_alltoallv("fake.a2av", isend, sendcounts, 1, HERD_INT32, gt_device,
+                                   &out, recvcounts, &h),
+                    HERD_OK);
+    MT_CHECK_STATUS(mt_wait(h, "fake.a2av"), HERD_OK);
+    int64_t got = 0;
+    for (int s2 = 0; s2 < mt_size; s2++) {
+        MT_CHECK(recvcounts[s2] == (s2 + mt_rank) % 3 + 1);
+        got += recvcounts[s2];
+    }
+    int32_t *rh = mt_alloc((size_t)got * sizeof *rh);
+    gt_to_host(rh, out, (size_t)got * sizeof *rh);
+    bad = 0;
+    for (int s2 = 0, off = 0; s2 < mt_size; off += (int)recvcounts[s2], s2++)
+        for (int64_t i = 0; i < recvcounts[s2]; i++)
+            bad += rh[off + i] != s2 * 1000 + mt_rank * 10 + (int)i;
+    MT_CHECK(bad == 0);
+    MT_CHECK_STATUS(herd_free(out, gt_device), HERD_OK);
+    GT_CUDA(cudaFree(isend));
+    free(ih);
+    free(rh);
+
+    /* Scaling stays host-only (no kernels to scale device memory with): refused at submit. */
     float *d1 = gt_dev_alloc(4 * fs);
-    MT_CHECK_STATUS(herd_allgatherv("fake.agv", d1, 4, 1, HERD_FLOAT32, gt_device, &out, counts,
-                                    &h),
-                    HERD_ERR_NOT_SUPPORTED);
     MT_CHECK_STATUS(herd_push_pull_scaled("fake.scaled", d1, d1, 4, HERD_FLOAT32, HERD_SUM, 2.0,
                                           1.0, gt_device, &h),
                     HERD_ERR_NOT_SUPPORTED);
     GT_CUDA(cudaFree(d1));
 }
-

@@ -1,6 +1,7 @@
 /* api.c - every public entry point: argument checks and state checks, then hand-off to the
  * runtime. No MPI here. Each check names the argument and its value. */
 #include <math.h>
+#include <pthread.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -130,6 +131,16 @@ static _Thread_local uint32_t tls_group_len, tls_group_cap;
 static _Thread_local int tls_group_failed;
 static _Thread_local char tls_group_why[HERD_MAX_NAME_LEN + 200];
 
+/* The group list is freed when its thread ends: a key whose destructor owns it. */
+static pthread_once_t group_key_once = PTHREAD_ONCE_INIT;
+static pthread_key_t group_key;
+static int group_key_ok;
+
+static void make_group_key(void)
+{
+    group_key_ok = pthread_key_create(&group_key, free) == 0;
+}
+
 static void group_failed(const char *name, int rc)
 {
     if (tls_group_depth == 0 || tls_group_failed)
@@ -151,11 +162,15 @@ static int submit(herd_runtime_t *rt, const char *name, size_t name_len, herd_re
                                 "nothing until its join completes", name);
     if (tls_group_depth > 0 && tls_group_len == tls_group_cap) {
         uint32_t cap = tls_group_cap ? tls_group_cap * 2 : 64;
+        pthread_once(&group_key_once, make_group_key);
+        if (!group_key_ok)
+            return herd__status_set(HERD_ERR_NO_MEMORY, "cannot make the group's thread key");
         uint32_t *p = realloc(tls_group_ops, cap * sizeof *p);
         if (p == NULL)
             return herd__status_set(HERD_ERR_NO_MEMORY, "cannot grow this thread's group");
         tls_group_ops = p;
         tls_group_cap = cap;
+        pthread_setspecific(group_key, p);
     }
     herd_tensor_t *t = NULL;
     int rc = herd__registry_declare(&rt->registry, name, name_len, &t);

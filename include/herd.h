@@ -169,7 +169,9 @@ HERD_API int herd_broadcast(const char *name, void *buf, int64_t count, int dtyp
  * float16 and bfloat16; float64 for float64); integers are scaled in float64 and truncated
  * toward zero. The input is never written out of place: prescaling happens on the way into the
  * collective. With HERD_AVERAGE the division by the number of ranks comes before postscale.
- * Scale factors are not checked across ranks.
+ * Scale factors are not checked across ranks. GPU memory: floating-point SUM and AVERAGE
+ * only, through NCCL's PreMulSum, which folds both factors (and AVERAGE's division) into one
+ * multiplication of each rank's input (HERD_ERR_NOT_SUPPORTED otherwise; docs/collectives.md).
  * Ownership and thread safety: as herd_push_pull.
  */
 HERD_API int herd_push_pull_scaled(const char *name, const void *sendbuf, void *recvbuf,

@@ -239,16 +239,21 @@ static int end_submit(herd_runtime_t *rt, const char *name, int rc)
     return rc;
 }
 
-/* Scale factors must be finite numbers; GPU memory has no scaling path yet (no kernels). */
-static int check_scale(const char *name, const char *what, double factor, int device)
+/* Scale factors must be finite numbers. GPU memory scales through NCCL's PreMulSum (one factor
+ * per rank before the sum): floating-point SUM and AVERAGE only, herd has no kernels. */
+static int check_scale(const char *name, const char *what, double factor, int device, int dtype,
+                       int op)
 {
     if (!isfinite(factor))
         return herd__status_set(HERD_ERR_INVALID_ARG, "tensor '%s': %s %g is not finite", name,
                                 what, factor);
-    if (factor != 1.0 && device >= 0)
+    int fp = dtype == HERD_FLOAT16 || dtype == HERD_BFLOAT16 || dtype == HERD_FLOAT32 ||
+             dtype == HERD_FLOAT64;
+    if (factor != 1.0 && device >= 0 && (!fp || (op != HERD_SUM && op != HERD_AVERAGE)))
         return herd__status_set(HERD_ERR_NOT_SUPPORTED,
-                                "tensor '%s': %s on GPU memory is not supported yet; scale the "
-                                "tensor on its stream instead", name, what);
+                                "tensor '%s': %s of GPU memory works for float sums and "
+                                "averages only (NCCL's PreMulSum), not %s %s", name, what,
+                                herd__dtype_name(dtype), herd__op_name(op));
     return HERD_OK;
 }
 
@@ -309,12 +314,12 @@ static int push_pull(const char *name, const void *sendbuf, void *recvbuf, int64
     if (rc != HERD_OK)
         return rc;
     rc = check_count_dtype(name, count, dtype);
-    if (rc == HERD_OK)
-        rc = check_scale(name, "prescale", prescale, device);
-    if (rc == HERD_OK)
-        rc = check_scale(name, "postscale", postscale, device);
     if (rc == HERD_OK && !herd__op_valid(op))
         rc = herd__status_set(HERD_ERR_INVALID_ARG, "tensor '%s': unknown op %d", name, op);
+    if (rc == HERD_OK)
+        rc = check_scale(name, "prescale", prescale, device, dtype, op);
+    if (rc == HERD_OK)
+        rc = check_scale(name, "postscale", postscale, device, dtype, op);
     if (rc == HERD_OK)
         rc = check_device(name, device);
     if (rc == HERD_OK)

@@ -101,6 +101,7 @@ struct herd_coordinator {
     int gpu_device;              /* the CUDA device it drives, -1 before */
     double *pre, *post;          /* the running group's scale factors */
     int group_in_place;          /* the running fused group was reduced where it lies */
+    int group_scaled;            /* GPU: some rank scales a member of the running group */
     int64_t *counts, *displs;    /* 2 * size each: counts exchanged by variable-size kinds */
     /* Join: this rank has joined (its join op is in flight) and takes part in every op the
      * others run through phantoms, stand-in requests built from the slot's attributes. */
@@ -504,12 +505,27 @@ static int run_allreduce(herd_coordinator_t *c, herd_backend_t *be, const herd_f
             r->sendbuf = r->recvbuf; /* a receiver: one buffer */
         scaled |= r->prescale != 1.0 || r->postscale != 1.0;
     }
+    int host = be == c->d.cpu_backend;
+    /* On a GPU the choice must be the same on every rank (NCCL's ops must match): whether any
+     * rank scales a member, as before_group agreed. */
+    if (!host)
+        scaled = c->group_scaled;
     /* The plain entry points unless scaling or a join's divisor asks for more. */
     int plain = !scaled && (first->op != HERD_AVERAGE || plain_average);
     if (!is_bcast && !plain && be->allreduce_scaled == NULL)
         return missing_entry(be, "scaled allreduce");
     if (g->bytes == 0)
         return HERD_OK;
+    if (!host && !is_bcast && scaled && g->fused) {
+        /* No kernel to scale members in the device buffer: each member alone, with its own
+         * factors folded into NCCL's PreMulSum. */
+        for (int64_t i = 0; i < g->count && rc == HERD_OK; i++) {
+            herd_request_t *r = request_of(c, ops[i]);
+            herd_scale_t s = {.pre = r->prescale, .post = r->postscale, .divisor = divisor};
+            rc = be->allreduce_scaled(be, r->sendbuf, r->recvbuf, r->count, r->dtype, op, &s);
+        }
+        return rc;
+    }
     if (!g->fused) {
         if (is_bcast)
             return be->broadcast(be, first->recvbuf, first->count, first->dtype, first->root);
@@ -528,7 +544,6 @@ static int run_allreduce(herd_coordinator_t *c, herd_backend_t *be, const herd_f
         c->pre[i] = r->prescale;
         c->post[i] = r->postscale;
     }
-    int host = be == c->d.cpu_backend;
     /* Members laid out back to back in group order (views of one flat buffer, as DDP's
      * gradient_as_bucket_view and herd.torch arrange) are reduced where they lie: no pack, no
      * unpack. Out of place, both sides must be contiguous. */
@@ -959,11 +974,17 @@ static void run_group(herd_coordinator_t *c, const herd_fusion_group_t *g)
     herd_backend_t *be = NULL;
     if (status == HERD_OK)
         be = backend_for(c, first, first_name, &status);
+    c->group_scaled = 0;
+    for (int64_t i = 0; i < g->count; i++) {
+        const herd_request_t *r = request_of(c, c->group_ops[i]);
+        c->group_scaled |= r->prescale != 1.0 || r->postscale != 1.0;
+    }
     if (be != NULL && be->before_group != NULL) {
         int64_t bytes = g->bytes;
         int scratch = g->fused;
         device_needs(c, first, &bytes, &scratch);
-        status = be->before_group(be, c->group_ops, g->count, bytes, scratch, status);
+        status = be->before_group(be, c->group_ops, g->count, bytes, scratch, status,
+                                  &c->group_scaled);
     }
     if (status == HERD_OK)
         status = runners[first->kind](c, be, g);

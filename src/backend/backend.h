@@ -69,9 +69,11 @@ struct herd_backend {
      * order herd's work after the producers' streams, and mark the ops issued. before_group is
      * collective (every rank calls it for the group, even with a failed `local_status`): it
      * prepares the group (`bytes` in all, `fused` into the fusion buffer) and the ranks agree
-     * that every one did, so a group that failed anywhere is issued nowhere. */
+     * that every one did, so a group that failed anywhere is issued nowhere. *scaled says
+     * whether this rank scales a member (prescale/postscale) and comes back 1 when any rank
+     * does, so that every rank takes the scaled path for the group alike. */
     int (*before_group)(herd_backend_t *be, const uint32_t *ops, int64_t n, int64_t bytes,
-                        int fused, int local_status);
+                        int fused, int local_status, int *scaled);
     int (*after_group)(herd_backend_t *be, const uint32_t *ops, int64_t n);
     /* Optional (NULL on the host): once a group is issued (after_group returned HERD_OK), its
      * ops complete when the device does, not by `finish`: the coordinator polls each op, in

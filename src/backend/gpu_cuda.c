@@ -396,6 +396,65 @@ static int gpu_allreduce(herd_backend_t *be, const void *send, void *recv, int64
     return staged(g, send, recv, count, dtype, op, 0, 0);
 }
 
+/* Scaling without a kernel: NCCL's PreMulSum multiplies each rank's input by its own scalar
+ * before the sum, so prescale, postscale and AVERAGE's division fold into one factor per rank
+ * (exact as the host computes it when every rank uses the same postscale). Only SUM reaches
+ * here scaled (the API refuses the rest); staged, the host path scales exactly. */
+static int gpu_allreduce_scaled(herd_backend_t *be, const void *send, void *recv, int64_t count,
+                                int dtype, int op, const herd_scale_t *scale)
+{
+    gpu_backend_t *g = (gpu_backend_t *)be;
+    if (count == 0)
+        return HERD_OK;
+#ifdef HERD_HAVE_NCCL
+    if (use_nccl(g)) {
+        double f = scale->pre * scale->post / (scale->divisor > 1 ? scale->divisor : 1);
+        if (op != HERD_SUM)
+            return f == 1.0 ? gpu_allreduce(be, send, recv, count, dtype, op)
+                            : herd__status_set(HERD_ERR_NOT_SUPPORTED,
+                                               "scaling a %s reduction on the GPU",
+                                               herd__op_name(op));
+        union {
+            float f32;
+            double f64;
+            uint16_t f16;
+        } scalar;
+        switch (dtype) {
+        case HERD_FLOAT32: scalar.f32 = (float)f; break;
+        case HERD_FLOAT64: scalar.f64 = f; break;
+        case HERD_FLOAT16: scalar.f16 = herd__float_to_fp16((float)f); break;
+        case HERD_BFLOAT16: scalar.f16 = herd__float_to_bf16((float)f); break;
+        default:
+            return herd__status_set(HERD_ERR_NOT_SUPPORTED, "scaling %s on the GPU",
+                                    herd__dtype_name(dtype));
+        }
+        ncclRedOp_t rop;
+        ncclResult_t r = NCCL.RedOpCreatePreMulSum(&rop, &scalar, nccl_type(dtype),
+                                                   ncclScalarHostImmediate, g->comm);
+        if (r != ncclSuccess)
+            return nccl_failed(r, "ncclRedOpCreatePreMulSum");
+        r = NCCL.AllReduce(send, recv, (size_t)count, nccl_type(dtype), rop, g->comm, g->stream);
+        ncclResult_t d = NCCL.RedOpDestroy(rop, g->comm);
+        if (r == ncclSuccess)
+            r = d;
+        return r == ncclSuccess ? HERD_OK : nccl_failed(r, "ncclAllReduce (PreMulSum)");
+    }
+#endif
+    size_t bytes = (size_t)count * herd__dtype_size(dtype);
+    if (bytes > g->pinned_cap)
+        return herd__status_set(HERD_ERR_INTERNAL, "staging buffer smaller than its group");
+    cudaError_t err = CU.MemcpyAsync(g->pinned, send, bytes, cudaMemcpyDefault, g->stream);
+    if (err == cudaSuccess)
+        err = CU.StreamSynchronize(g->stream);
+    int rc = g->host->allreduce_scaled(g->host, g->pinned, g->pinned, count, dtype, op, scale);
+    if (err != cudaSuccess)
+        return cuda_failed(err, "staging a GPU tensor to host memory");
+    if (rc != HERD_OK)
+        return rc;
+    err = CU.MemcpyAsync(recv, g->pinned, bytes, cudaMemcpyDefault, g->stream);
+    return err == cudaSuccess ? HERD_OK : cuda_failed(err, "staging a result back to the GPU");
+}
+
 static int gpu_broadcast(herd_backend_t *be, void *buf, int64_t count, int dtype, int root)
 {
     gpu_backend_t *g = (gpu_backend_t *)be;
@@ -725,17 +784,20 @@ static int prepare_group(gpu_backend_t *g, const uint32_t *ops, int64_t n, int64
 }
 
 static int gpu_before_group(herd_backend_t *be, const uint32_t *ops, int64_t n, int64_t bytes,
-                            int fused, int local_status)
+                            int fused, int local_status, int *scaled)
 {
     gpu_backend_t *g = (gpu_backend_t *)be;
     int rc = local_status != HERD_OK ? local_status : prepare_group(g, ops, n, bytes, fused);
     char why[HERD_ERRMSG_MAX];
     snprintf(why, sizeof why, "%s", rc == HERD_OK ? "" : herd__status_last());
-    /* All or none: a rank that cannot issue the group must not leave the others inside it. */
-    uint64_t ok = rc == HERD_OK;
-    int crc = herd__ctrl_allreduce_band(g->ctrl, &ok, 1);
+    /* All or none: a rank that cannot issue the group must not leave the others inside it.
+     * The second word ORs (inverted AND) "some rank scales a member". */
+    uint64_t words[2] = {rc == HERD_OK, ~(uint64_t)(*scaled ? 1 : 0)};
+    int crc = herd__ctrl_allreduce_band(g->ctrl, words, 2);
     if (crc != HERD_OK)
         return crc;
+    uint64_t ok = words[0];
+    *scaled = (~words[1] & 1) != 0;
     if (rc != HERD_OK)
         return herd__status_set(rc, "%s", why);
     if (!ok)
@@ -969,6 +1031,7 @@ int herd__gpu_backend_create(herd_backend_t **out, herd_ctrl_t *ctrl, const herd
     if (g == NULL)
         return herd__status_set(HERD_ERR_NO_MEMORY, "cannot allocate the GPU backend");
     g->base = (herd_backend_t){.name = "gpu", .allreduce = gpu_allreduce,
+                               .allreduce_scaled = gpu_allreduce_scaled,
                                .broadcast = gpu_broadcast, .allgather = gpu_allgather,
                                .reducescatter = gpu_reducescatter,
                                .alltoall = gpu_alltoall, .allgatherv = gpu_allgatherv,

@@ -246,6 +246,8 @@ static int load_nccl_locked(void)
         SLOT(t, Recv, "ncclRecv"),
         SLOT(t, GroupStart, "ncclGroupStart"),
         SLOT(t, GroupEnd, "ncclGroupEnd"),
+        SLOT(t, RedOpCreatePreMulSum, "ncclRedOpCreatePreMulSum"),
+        SLOT(t, RedOpDestroy, "ncclRedOpDestroy"),
     };
     if (resolve(lib, name, syms, sizeof syms / sizeof syms[0], why, sizeof why) != 0) {
         snprintf(nccl_why, sizeof nccl_why, "NCCL is not usable: %s", why);
@@ -255,8 +257,8 @@ static int load_nccl_locked(void)
     int version = 0;
     if (t.GetVersion(&version) != ncclSuccess || version < HERD_NCCL_MIN_VERSION) {
         snprintf(nccl_why, sizeof nccl_why,
-                 "%s is NCCL version code %d; herd needs %d (2.10) or later, for ncclAvg and "
-                 "bfloat16", name, version, (int)HERD_NCCL_MIN_VERSION);
+                 "%s is NCCL version code %d; herd needs %d (2.11) or later, for ncclAvg, "
+                 "bfloat16 and PreMulSum", name, version, (int)HERD_NCCL_MIN_VERSION);
         dlclose(lib);
         return -1;
     }

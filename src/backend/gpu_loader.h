@@ -84,12 +84,16 @@ typedef struct herd_nccl_api {
                          cudaStream_t stream);
     ncclResult_t (*GroupStart)(void);
     ncclResult_t (*GroupEnd)(void);
+    ncclResult_t (*RedOpCreatePreMulSum)(ncclRedOp_t *op, void *scalar, ncclDataType_t type,
+                                         ncclScalarResidence_t residence, ncclComm_t comm);
+    ncclResult_t (*RedOpDestroy)(ncclRedOp_t op, ncclComm_t comm);
 } herd_nccl_api_t;
 
 extern herd_nccl_api_t herd__nccl;
 
-/* The oldest NCCL herd accepts: ncclAvg and ncclBfloat16 arrived in 2.10. */
-enum { HERD_NCCL_MIN_VERSION = 21000 };
+/* The oldest NCCL herd accepts: ncclAvg and ncclBfloat16 arrived in 2.10, PreMulSum (scaling)
+ * in 2.11. */
+enum { HERD_NCCL_MIN_VERSION = 21100 };
 
 /* Loads NCCL once (after herd__gpu_load_cuda). HERD_OK, or HERD_ERR_BACKEND with the reason
  * (not found, a missing entry point, older than HERD_NCCL_MIN_VERSION); the failure is kept,

@@ -562,8 +562,43 @@ static MPI_Datatype mpi_type(ncclDataType_t t)
     }
 }
 
+/* PreMulSum ops: ncclNumOps + i, each with its scalar (float32 and float64 data only). */
+enum { MAX_PREMUL = 64 };
+static double premul[MAX_PREMUL];
+static int premul_used[MAX_PREMUL];
+
+ncclResult_t ncclRedOpCreatePreMulSum(ncclRedOp_t *op, void *scalar, ncclDataType_t type,
+                                      ncclScalarResidence_t residence, ncclComm_t comm)
+{
+    (void)comm;
+    if (residence != ncclScalarHostImmediate || (type != ncclFloat32 && type != ncclFloat64))
+        return ncclInvalidArgument;
+    for (int i = 0; i < MAX_PREMUL; i++) {
+        if (premul_used[i])
+            continue;
+        premul_used[i] = 1;
+        premul[i] = type == ncclFloat32 ? (double)*(float *)scalar : *(double *)scalar;
+        *op = (ncclRedOp_t)(ncclNumOps + i);
+        return ncclSuccess;
+    }
+    return ncclInternalError;
+}
+
+ncclResult_t ncclRedOpDestroy(ncclRedOp_t op, ncclComm_t comm)
+{
+    (void)comm;
+    int i = (int)op - (int)ncclNumOps;
+    if (i < 0 || i >= MAX_PREMUL || !premul_used[i])
+        return ncclInvalidArgument;
+    premul_used[i] = 0;
+    return ncclSuccess;
+}
+
 static MPI_Op mpi_op(ncclRedOp_t op)
 {
+    if ((int)op >= (int)ncclNumOps && (int)op < (int)ncclNumOps + MAX_PREMUL &&
+        premul_used[(int)op - (int)ncclNumOps])
+        return MPI_SUM; /* the input is multiplied first, in ncclAllReduce */
     switch (op) {
     case ncclSum: case ncclAvg: return MPI_SUM;
     case ncclProd: return MPI_PROD;
@@ -612,6 +647,16 @@ ncclResult_t ncclAllReduce(const void *send, void *recv, size_t count, ncclDataT
         return ncclInvalidArgument;
     if (hang(stream))
         return ncclSuccess;
+    if ((int)op >= (int)ncclNumOps) { /* PreMulSum: scale this rank's input into recv */
+        double f = premul[(int)op - (int)ncclNumOps];
+        for (size_t i = 0; i < count; i++) {
+            if (type == ncclFloat32)
+                ((float *)recv)[i] = ((const float *)send)[i] * (float)f;
+            else
+                ((double *)recv)[i] = ((const double *)send)[i] * f;
+        }
+        send = recv;
+    }
     if (MPI_Allreduce(send == recv ? MPI_IN_PLACE : send, recv, (int)count, t, mpi_op(op),
                       comm->comm) != MPI_SUCCESS)
         return ncclSystemError;

@@ -10,7 +10,7 @@
 #include "herd.h"
 #include "mpi_test.h"
 
-enum { N = 1027 };
+enum { N = 1027, BIGS = 20000 /* past the 64 KiB fusion threshold */ };
 
 /* Allgather, reduce-scatter (equal parts, AVERAGE, rows that do not divide) and all-to-all of
  * device memory, exact, through NCCL or the staging plane (the ctest entry chooses). */
@@ -163,10 +163,49 @@ void gt_test_other_kinds(void)
     free(ih);
     free(rh);
 
-    /* Scaling stays host-only (no kernels to scale device memory with): refused at submit. */
+    /* Scaling on the device: NCCL's PreMulSum (or the host path, staged). A fused group whose
+     * members scale differently, a tensor alone, SUM and AVERAGE, exact (powers of two). */
+    enum { NS = 4 };
+    const int64_t sizes[NS] = {17, 33, 5, BIGS};
+    const double pre[NS] = {2.0, 1.0, 0.5, 4.0}, post[NS] = {1.0, 0.25, 1.0, 0.5};
+    herd_handle_t hs[NS];
+    float *sd[NS], *sh[NS];
+    for (int k = 0; k < NS; k++) {
+        sh[k] = mt_alloc((size_t)sizes[k] * fs);
+        mt_fill(HERD_FLOAT32, k == 1 ? HERD_AVERAGE : HERD_SUM, mt_rank, salt + 100 + k, sh[k],
+                sizes[k]);
+        sd[k] = gt_dev_alloc((size_t)sizes[k] * fs);
+        gt_to_device(sd[k], sh[k], (size_t)sizes[k] * fs);
+        char name[32];
+        snprintf(name, sizeof name, "fake.scaled.%d", k);
+        MT_CHECK_STATUS(herd_push_pull_scaled(name, sd[k], sd[k], sizes[k], HERD_FLOAT32,
+                                              k == 1 ? HERD_AVERAGE : HERD_SUM, pre[k], post[k],
+                                              gt_device, &hs[k]),
+                        HERD_OK);
+    }
+    for (int k = 0; k < NS; k++) {
+        MT_CHECK_STATUS(mt_wait(hs[k], "fake.scaled"), HERD_OK);
+        gt_to_host(sh[k], sd[k], (size_t)sizes[k] * fs);
+        int wrong = 0;
+        for (int64_t i = 0; i < sizes[k]; i++) {
+            double acc = 0;
+            for (int r = 0; r < mt_size; r++)
+                acc += (double)mt_value(HERD_FLOAT32, k == 1 ? HERD_AVERAGE : HERD_SUM, r, i,
+                                        salt + 100 + k);
+            double want = (k == 1 ? acc / mt_size : acc) * pre[k] * post[k];
+            wrong += (double)sh[k][i] != want;
+        }
+        MT_CHECK(wrong == 0);
+        GT_CUDA(cudaFree(sd[k]));
+        free(sh[k]);
+    }
+    /* What PreMulSum cannot do is refused at submit: other ops, integers. */
     float *d1 = gt_dev_alloc(4 * fs);
-    MT_CHECK_STATUS(herd_push_pull_scaled("fake.scaled", d1, d1, 4, HERD_FLOAT32, HERD_SUM, 2.0,
-                                          1.0, gt_device, &h),
+    MT_CHECK_STATUS(herd_push_pull_scaled("fake.scaled.max", d1, d1, 4, HERD_FLOAT32, HERD_MAX,
+                                          2.0, 1.0, gt_device, &h),
+                    HERD_ERR_NOT_SUPPORTED);
+    MT_CHECK_STATUS(herd_push_pull_scaled("fake.scaled.int", d1, d1, 4, HERD_INT32, HERD_SUM,
+                                          2.0, 1.0, gt_device, &h),
                     HERD_ERR_NOT_SUPPORTED);
     GT_CUDA(cudaFree(d1));
 }

@@ -321,16 +321,16 @@ static void test_hung_collective_is_aborted(void)
     MT_CHECK(host[3] == 4.0f * (float)mt_size);
 }
 
-/* Run alone, with HERD_FAKE_NCCL_VERSION older than 2.10: the GPU plane does not start, on any
+/* Run alone, with HERD_FAKE_NCCL_VERSION older than 2.11: the GPU plane does not start, on any
  * rank, with a message naming the version; later GPU ops fail at once without trying the whole
  * start again (no new stream is made); host ops work. */
 static void test_old_nccl_refused(void)
 {
     MT_CHECK_STATUS(sum_once("fake.old_nccl", N, mt_mix(90), 0), HERD_ERR_BACKEND);
-    MT_CHECK(mt_last_error_has("2.10"));
+    MT_CHECK(mt_last_error_has("2.11"));
     int streams = herd_fake_cuda_streams_created();
     MT_CHECK_STATUS(sum_once("fake.old_nccl.again", N, mt_mix(91), 0), HERD_ERR_BACKEND);
-    MT_CHECK(mt_last_error_has("2.10"));
+    MT_CHECK(mt_last_error_has("2.11"));
     MT_CHECK(herd_fake_cuda_streams_created() == streams);
     double host[2] = {1, (double)mt_rank};
     herd_handle_t h = 0;

@@ -346,7 +346,7 @@ def push_pull_async(array, name=None, op="sum", out=None, dtype=None, prescale=1
     prescale, postscale: each rank's input is multiplied by prescale before the reduction and
         the result by postscale after it (after AVERAGE's division), in float32 for float16,
         bfloat16 and float32, float64 for float64; integers in float64, truncated toward zero.
-        Host memory only.
+        Device memory: float sums and averages only, both factors folded into NCCL's PreMulSum.
 
     A scalar (numpy scalar such as a loss value, Python int or float) works as `array`; with
     out=None the result is then a numpy scalar too.

@@ -90,17 +90,20 @@ void herd__fusion_plan(const herd_fusion_item_t *items, int64_t n, int64_t thres
     *ngroups = out.ngroups;
 }
 
-void herd__fusion_pack_range(void *dst, const void *const *srcs, const int64_t *bytes,
-                             int64_t count, herd_fusion_cursor_t *cur, int64_t n,
-                             herd_copy_fn copy, void *ctx)
+/* Walks the next `n` bytes of the members (bytes[i] each, laid end to end) from *cur, alongside
+ * the contiguous buffer `flat`: calls step(ctx, member, offset in it, flat position, length)
+ * once per member touched, and advances *cur. The one loop behind every pack and unpack. */
+typedef void (*walk_step_fn)(void *ctx, int64_t member, int64_t offset, char *flat, size_t n);
+
+static void walk(char *flat, const int64_t *bytes, int64_t count, herd_fusion_cursor_t *cur,
+                 int64_t n, walk_step_fn step, void *ctx)
 {
-    char *out = dst;
     while (n > 0 && cur->member < count) {
         int64_t take = bytes[cur->member] - cur->offset;
         if (take > n)
             take = n;
-        copy(ctx, out, (const char *)srcs[cur->member] + cur->offset, (size_t)take);
-        out += take;
+        step(ctx, cur->member, cur->offset, flat, (size_t)take);
+        flat += take;
         n -= take;
         cur->offset += take;
         if (cur->offset == bytes[cur->member]) {
@@ -108,80 +111,80 @@ void herd__fusion_pack_range(void *dst, const void *const *srcs, const int64_t *
             cur->offset = 0;
         }
     }
+}
+
+typedef struct copy_walk {
+    const void *const *srcs; /* pack */
+    void *const *dsts;       /* unpack */
+    herd_copy_fn copy;
+    void *copy_ctx;
+    const herd_fusion_scaling_t *scaling; /* NULL: copy */
+} copy_walk_t;
+
+/* A member's factor, or 1 when the walk does not scale. */
+static double factor_of(const copy_walk_t *w, int64_t member)
+{
+    if (w->scaling == NULL || w->scaling->factors == NULL)
+        return 1.0;
+    return w->scaling->factors[member];
+}
+
+/* Pieces always split members at element boundaries: every size involved is a multiple of the
+ * element, so a scaled copy sees whole elements. */
+static void move(const copy_walk_t *w, int64_t member, char *dst, const char *src, size_t n)
+{
+    double f = factor_of(w, member);
+    if (f != 1.0)
+        herd__dtype_scale_copy(w->scaling->dtype, dst, src,
+                               n / herd__dtype_size(w->scaling->dtype), f);
+    else if (w->copy != NULL)
+        w->copy(w->copy_ctx, dst, src, n);
+    else
+        memcpy(dst, src, n);
+}
+
+static void pack_step(void *ctx, int64_t member, int64_t offset, char *flat, size_t n)
+{
+    const copy_walk_t *w = ctx;
+    move(w, member, flat, (const char *)w->srcs[member] + offset, n);
+}
+
+static void unpack_step(void *ctx, int64_t member, int64_t offset, char *flat, size_t n)
+{
+    const copy_walk_t *w = ctx;
+    move(w, member, (char *)w->dsts[member] + offset, flat, n);
+}
+
+void herd__fusion_pack_range(void *dst, const void *const *srcs, const int64_t *bytes,
+                             int64_t count, herd_fusion_cursor_t *cur, int64_t n,
+                             herd_copy_fn copy, void *ctx)
+{
+    copy_walk_t w = {.srcs = srcs, .copy = copy, .copy_ctx = ctx};
+    walk(dst, bytes, count, cur, n, pack_step, &w);
 }
 
 void herd__fusion_unpack_range(const void *src, void *const *dsts, const int64_t *bytes,
                                int64_t count, herd_fusion_cursor_t *cur, int64_t n,
                                herd_copy_fn copy, void *ctx)
 {
-    const char *in = src;
-    while (n > 0 && cur->member < count) {
-        int64_t take = bytes[cur->member] - cur->offset;
-        if (take > n)
-            take = n;
-        copy(ctx, (char *)dsts[cur->member] + cur->offset, in, (size_t)take);
-        in += take;
-        n -= take;
-        cur->offset += take;
-        if (cur->offset == bytes[cur->member]) {
-            cur->member++;
-            cur->offset = 0;
-        }
-    }
+    copy_walk_t w = {.dsts = dsts, .copy = copy, .copy_ctx = ctx};
+    walk((char *)src, bytes, count, cur, n, unpack_step, &w);
 }
 
-/* Scaled host copies: the member's factor is looked up by the cursor position. Pieces always
- * split members at element boundaries, since every size involved is a multiple of the element. */
 void herd__fusion_pack_range_scaled(void *dst, const void *const *srcs, const int64_t *bytes,
                                     int64_t count, herd_fusion_cursor_t *cur, int64_t n,
                                     const herd_fusion_scaling_t *scaling)
 {
-    char *out = dst;
-    size_t esize = herd__dtype_size(scaling->dtype);
-    while (n > 0 && cur->member < count) {
-        int64_t take = bytes[cur->member] - cur->offset;
-        if (take > n)
-            take = n;
-        const char *in = (const char *)srcs[cur->member] + cur->offset;
-        double f = scaling->factors != NULL ? scaling->factors[cur->member] : 1.0;
-        if (f != 1.0)
-            herd__dtype_scale_copy(scaling->dtype, out, in, (size_t)take / esize, f);
-        else
-            memcpy(out, in, (size_t)take);
-        out += take;
-        n -= take;
-        cur->offset += take;
-        if (cur->offset == bytes[cur->member]) {
-            cur->member++;
-            cur->offset = 0;
-        }
-    }
+    copy_walk_t w = {.srcs = srcs, .scaling = scaling};
+    walk(dst, bytes, count, cur, n, pack_step, &w);
 }
 
 void herd__fusion_unpack_range_scaled(const void *src, void *const *dsts, const int64_t *bytes,
                                       int64_t count, herd_fusion_cursor_t *cur, int64_t n,
                                       const herd_fusion_scaling_t *scaling)
 {
-    const char *in = src;
-    size_t esize = herd__dtype_size(scaling->dtype);
-    while (n > 0 && cur->member < count) {
-        int64_t take = bytes[cur->member] - cur->offset;
-        if (take > n)
-            take = n;
-        char *out = (char *)dsts[cur->member] + cur->offset;
-        double f = scaling->factors != NULL ? scaling->factors[cur->member] : 1.0;
-        if (f != 1.0)
-            herd__dtype_scale_copy(scaling->dtype, out, in, (size_t)take / esize, f);
-        else
-            memcpy(out, in, (size_t)take);
-        in += take;
-        n -= take;
-        cur->offset += take;
-        if (cur->offset == bytes[cur->member]) {
-            cur->member++;
-            cur->offset = 0;
-        }
-    }
+    copy_walk_t w = {.dsts = dsts, .scaling = scaling};
+    walk((char *)src, bytes, count, cur, n, unpack_step, &w);
 }
 
 static void host_copy(void *ctx, void *dst, const void *src, size_t n)

@@ -76,27 +76,6 @@ static int64_t piece_elems(const mpi_backend_t *m, size_t esize)
     return n > INT_MAX ? INT_MAX : n;
 }
 
-static int mpi_allreduce(herd_backend_t *be, const void *send, void *recv, int64_t count,
-                         int dtype, int op)
-{
-    mpi_backend_t *m = (mpi_backend_t *)be;
-    size_t esize = herd__dtype_size(dtype);
-    int64_t step = piece_elems(m, esize);
-    MPI_Datatype type = mpi_type(dtype);
-    MPI_Op mop = mpi_op(m, dtype, op);
-    for (int64_t off = 0; off < count; off += step) {
-        int n = (int)(count - off < step ? count - off : step);
-        char *out = (char *)recv + (size_t)off * esize;
-        const void *in = send == recv ? MPI_IN_PLACE : (const char *)send + (size_t)off * esize;
-        int rc = MPI_Allreduce(in, out, n, type, mop, m->comm);
-        if (rc != MPI_SUCCESS)
-            return herd__ctrl_mpi_failed(rc, "MPI_Allreduce");
-        if (op == HERD_AVERAGE)
-            herd__dtype_divide(dtype, out, (size_t)n, m->size);
-    }
-    return HERD_OK;
-}
-
 static int mpi_broadcast(herd_backend_t *be, void *buf, int64_t count, int dtype, int root)
 {
     mpi_backend_t *m = (mpi_backend_t *)be;
@@ -136,6 +115,16 @@ static int mpi_allreduce_scaled(herd_backend_t *be, const void *send, void *recv
         herd__dtype_finish(dtype, out, (size_t)n, scale->divisor, scale->post);
     }
     return HERD_OK;
+}
+
+/* Plain allreduce: AVERAGE is a sum and a division by the number of ranks, piece by piece. */
+static int mpi_allreduce(herd_backend_t *be, const void *send, void *recv, int64_t count,
+                         int dtype, int op)
+{
+    mpi_backend_t *m = (mpi_backend_t *)be;
+    herd_scale_t s = {.pre = 1.0, .post = 1.0, .divisor = op == HERD_AVERAGE ? m->size : 1};
+    return mpi_allreduce_scaled(be, send, recv, count, dtype, op == HERD_AVERAGE ? HERD_SUM : op,
+                                &s);
 }
 
 /* MPI counts are ints: a count or displacement beyond INT_MAX elements is refused (every rank

@@ -589,6 +589,36 @@ static void sweep_mpi(void *arg)
     bench_mpi_allreduce(s->buf, s->count, s->b->opt.sweep_op == HERD_AVERAGE);
 }
 
+/* One size of a herd-vs-MPI sweep: iterations from the options, or enough to move `budget`
+ * bytes (`moved` a step) within [5, hi] (quick: [3, 20]); warm-up from the options, or 10 up to
+ * 1 MiB and 2 above; the two methods interleaved and checked; wall-time statistics in us in
+ * w[2]. Returns the wrong elements; iters[0], iters[1] get the iterations and warm-ups. */
+static int64_t sweep_point(bench_t *b, const bench_method_t m[2], const bench_checker_t *chk,
+                           int64_t bytes, int64_t moved, int64_t budget, int hi,
+                           bench_stat_t w[2], int iters_out[2])
+{
+    int64_t auto_iters = budget / moved;
+    int lo = b->opt.quick ? 3 : 5;
+    hi = b->opt.quick ? 20 : hi;
+    int iters = b->opt.iters > 0 ? b->opt.iters
+                                 : (int)(auto_iters < lo   ? lo
+                                         : auto_iters > hi ? hi
+                                                           : auto_iters);
+    int warmup = b->opt.warmup >= 0 ? b->opt.warmup : (bytes <= (1 << 20) ? 10 : 2);
+    double *wall = calloc((size_t)(2 * iters), sizeof *wall);
+    double *cpu = calloc((size_t)(2 * iters), sizeof *cpu);
+    chk->prepare(chk->ctx);
+    bench_run_interleaved(b, m, 2, warmup, iters, chk, wall, cpu);
+    int64_t bad = bench_check_methods(b, m, 2, chk);
+    for (int k = 0; k < 2; k++)
+        w[k] = bench_stat_scale(bench_stat(wall + k * iters, iters), 1e6);
+    free(wall);
+    free(cpu);
+    iters_out[0] = iters;
+    iters_out[1] = warmup;
+    return bad;
+}
+
 static void section_sweep(bench_t *b)
 {
     sweep_t s = {.b = b};
@@ -626,24 +656,15 @@ static void section_sweep(bench_t *b)
          bytes *= b->opt.sweep_factor) {
         s.count = bytes / (int64_t)sizeof(float);
         snprintf(s.name, sizeof s.name, "sweep.%lld", (long long)bytes);
-        int64_t auto_iters = (INT64_C(512) << 20) / bytes;
-        int lo = b->opt.quick ? 3 : 5, hi = b->opt.quick ? 20 : 500;
-        int iters = b->opt.iters > 0 ? b->opt.iters
-                                     : (int)(auto_iters < lo ? lo : auto_iters > hi ? hi
-                                                                                    : auto_iters);
-        int warmup = b->opt.warmup >= 0 ? b->opt.warmup : (bytes <= (1 << 20) ? 10 : 2);
         const bench_method_t m[2] = {{"herd", "herd", sweep_herd, &s},
                                      {"mpi", "MPI_Allreduce", sweep_mpi, &s}};
         const bench_checker_t chk = {sweep_prepare, sweep_verify, &s};
-        double *wall = calloc((size_t)(2 * iters), sizeof *wall);
-        double *cpu = calloc((size_t)(2 * iters), sizeof *cpu);
-        sweep_prepare(&s);
-        bench_run_interleaved(b, m, 2, warmup, iters, &chk, wall, cpu);
-        bad += bench_check_methods(b, m, 2, &chk);
         bench_stat_t w[2];
+        int runs[2];
+        bad += sweep_point(b, m, &chk, bytes, bytes, INT64_C(512) << 20, 500, w, runs);
+        int iters = runs[0], warmup = runs[1];
         double alg[2], bus[2];
         for (int k = 0; k < 2; k++) {
-            w[k] = bench_stat_scale(bench_stat(wall + k * iters, iters), 1e6);
             alg[k] = (double)bytes / w[k].median / 1e3; /* bytes/us -> GB/s */
             bus[k] = alg[k] * busf;
         }
@@ -670,8 +691,6 @@ static void section_sweep(bench_t *b)
         }
         bench_json_num(b, "herd_over_mpi", w[0].median / w[1].median);
         bench_json_end(b);
-        free(wall);
-        free(cpu);
         if (bytes > INT64_MAX / b->opt.sweep_factor)
             break;
     }
@@ -787,27 +806,17 @@ static void section_collectives(bench_t *b)
                 continue;
             snprintf(s.name, sizeof s.name, "%s.%lld", what, (long long)bytes);
             int64_t moved = gather ? bytes * n : bytes;
-            int64_t auto_iters = (INT64_C(256) << 20) / moved;
-            int lo = b->opt.quick ? 3 : 5, hi = b->opt.quick ? 20 : 300;
-            int iters = b->opt.iters > 0 ? b->opt.iters
-                                         : (int)(auto_iters < lo   ? lo
-                                                 : auto_iters > hi ? hi
-                                                                   : auto_iters);
-            int warmup = b->opt.warmup >= 0 ? b->opt.warmup : (bytes <= (1 << 20) ? 10 : 2);
             const bench_method_t m[2] = {{"herd", "herd", coll_herd, &s},
                                          {"mpi", gather ? "MPI_Allgather"
                                                         : "MPI_Reduce_scatter_block",
                                           coll_mpi, &s}};
             const bench_checker_t chk = {coll_prepare, coll_verify, &s};
-            double *wall = calloc((size_t)(2 * iters), sizeof *wall);
-            double *cpu = calloc((size_t)(2 * iters), sizeof *cpu);
-            coll_prepare(&s);
-            bench_run_interleaved(b, m, 2, warmup, iters, &chk, wall, cpu);
-            bad += bench_check_methods(b, m, 2, &chk);
             bench_stat_t w[2];
+            int runs[2];
+            bad += sweep_point(b, m, &chk, bytes, moved, INT64_C(256) << 20, 300, w, runs);
+            int iters = runs[0];
             double bus[2];
             for (int k = 0; k < 2; k++) {
-                w[k] = bench_stat_scale(bench_stat(wall + k * iters, iters), 1e6);
                 bus[k] = (double)moved / w[k].median / 1e3 * busf;
             }
             char sz[32];
@@ -827,8 +836,6 @@ static void section_collectives(bench_t *b)
             }
             bench_json_num(b, "herd_over_mpi", w[0].median / w[1].median);
             bench_json_end(b);
-            free(wall);
-            free(cpu);
             if (bytes > INT64_MAX / b->opt.sweep_factor)
                 break;
         }

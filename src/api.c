@@ -270,14 +270,18 @@ static int check_product(const char *name, const char *what, int64_t n, int64_t 
     return HERD_OK;
 }
 
-/* Two buffers of different sizes must not overlap at all: these kinds are never in place. */
-static int check_disjoint(const char *name, const void *a, int64_t abytes, const void *b,
-                          int64_t bbytes)
+/* The buffers of a kind that is never in place: `send` of send_count and `recv` of recv_count
+ * elements, each valid for where `device` says, and not overlapping at all. */
+static int check_out_of_place(const char *name, const void *send, int64_t send_count,
+                              const void *recv, int64_t recv_count, int dtype, int device)
 {
-    if (abytes == 0 || bbytes == 0)
-        return HERD_OK;
-    uintptr_t x = (uintptr_t)a, y = (uintptr_t)b;
-    if (x < y + (uintptr_t)bbytes && y < x + (uintptr_t)abytes)
+    int rc = check_buffer(name, "sendbuf", send, send_count, dtype, device);
+    if (rc == HERD_OK)
+        rc = check_buffer(name, "recvbuf", recv, recv_count, dtype, device);
+    if (rc != HERD_OK || send_count == 0 || recv_count == 0)
+        return rc;
+    uintptr_t x = (uintptr_t)send, y = (uintptr_t)recv, esize = herd__dtype_size(dtype);
+    if (x < y + (uintptr_t)recv_count * esize && y < x + (uintptr_t)send_count * esize)
         return herd__status_set(HERD_ERR_INVALID_ARG,
                                 "tensor '%s': sendbuf and recvbuf overlap; this operation is "
                                 "never in place", name);
@@ -396,13 +400,7 @@ int herd_allgather(const char *name, const void *sendbuf, void *recvbuf, int64_t
     if (rc == HERD_OK)
         rc = check_device(name, device);
     if (rc == HERD_OK)
-        rc = check_buffer(name, "sendbuf", sendbuf, count, dtype, device);
-    if (rc == HERD_OK)
-        rc = check_buffer(name, "recvbuf", recvbuf, total, dtype, device);
-    size_t esize = herd__dtype_size(dtype);
-    if (rc == HERD_OK)
-        rc = check_disjoint(name, sendbuf, count * (int64_t)esize, recvbuf,
-                            total * (int64_t)esize);
+        rc = check_out_of_place(name, sendbuf, count, recvbuf, total, dtype, device);
     if (rc == HERD_OK) {
         herd_request_t proto = {.kind = HERD_KIND_ALLGATHER, .dtype = dtype, .op = HERD_SUM,
                                 .root = -1, .device = device, .count = count, .row = 1,
@@ -464,13 +462,7 @@ static int reducescatter(const char *name, const void *sendbuf, void *recvbuf, i
         rc = check_device(name, device);
     int64_t mine = rc == HERD_OK ? herd__rs_rows(rows, size, rank) * row : 0;
     if (rc == HERD_OK)
-        rc = check_buffer(name, "sendbuf", sendbuf, count, dtype, device);
-    if (rc == HERD_OK)
-        rc = check_buffer(name, "recvbuf", recvbuf, mine, dtype, device);
-    size_t esize = herd__dtype_size(dtype);
-    if (rc == HERD_OK)
-        rc = check_disjoint(name, sendbuf, count * (int64_t)esize, recvbuf,
-                            mine * (int64_t)esize);
+        rc = check_out_of_place(name, sendbuf, count, recvbuf, mine, dtype, device);
     if (rc == HERD_OK) {
         herd_request_t proto = {.kind = HERD_KIND_REDUCESCATTER, .dtype = dtype, .op = op,
                                 .root = -1, .device = device, .count = count, .row = row,
@@ -523,12 +515,7 @@ int herd_alltoall(const char *name, const void *sendbuf, void *recvbuf, int64_t 
     if (rc == HERD_OK)
         rc = check_device(name, device);
     if (rc == HERD_OK)
-        rc = check_buffer(name, "sendbuf", sendbuf, total, dtype, device);
-    if (rc == HERD_OK)
-        rc = check_buffer(name, "recvbuf", recvbuf, total, dtype, device);
-    int64_t bytes = total * (int64_t)herd__dtype_size(dtype);
-    if (rc == HERD_OK)
-        rc = check_disjoint(name, sendbuf, bytes, recvbuf, bytes);
+        rc = check_out_of_place(name, sendbuf, total, recvbuf, total, dtype, device);
     if (rc == HERD_OK) {
         herd_request_t proto = {.kind = HERD_KIND_ALLTOALL, .dtype = dtype, .op = HERD_SUM,
                                 .root = -1, .device = device, .count = total, .row = 1,

@@ -42,9 +42,9 @@ void herd__queue_destroy(herd_request_queue_t *q)
     q->next = NULL;
 }
 
-void herd__queue_push(herd_request_queue_t *q, uint32_t index, int defer)
+/* Appends `index` at the tail. Caller holds q->lock. */
+static void append_locked(herd_request_queue_t *q, uint32_t index)
 {
-    herd__mutex_lock(&q->lock);
     q->next[index] = HERD_NO_INDEX;
     if (q->tail == HERD_NO_INDEX)
         q->head = index;
@@ -52,6 +52,12 @@ void herd__queue_push(herd_request_queue_t *q, uint32_t index, int defer)
         q->next[q->tail] = index;
     q->tail = index;
     q->count++;
+}
+
+void herd__queue_push(herd_request_queue_t *q, uint32_t index, int defer)
+{
+    herd__mutex_lock(&q->lock);
+    append_locked(q, index);
     atomic_fetch_add(&q->pending, 1);
     if (q->sleeping && !atomic_load(&q->driving) &&
         (atomic_exchange(&q->unsignaled, 1) || !defer))
@@ -64,16 +70,8 @@ void herd__queue_push_many(herd_request_queue_t *q, const uint32_t *indices, uin
     if (n == 0)
         return;
     herd__mutex_lock(&q->lock);
-    for (uint32_t i = 0; i < n; i++) {
-        uint32_t index = indices[i];
-        q->next[index] = HERD_NO_INDEX;
-        if (q->tail == HERD_NO_INDEX)
-            q->head = index;
-        else
-            q->next[q->tail] = index;
-        q->tail = index;
-        q->count++;
-    }
+    for (uint32_t i = 0; i < n; i++)
+        append_locked(q, indices[i]);
     atomic_fetch_add(&q->pending, n);
     if (q->sleeping && !atomic_load(&q->driving))
         herd__cond_signal(&q->cond);

@@ -475,7 +475,7 @@ def _host_array(array, dtype, what):
     return buf, buf.array
 
 
-def _rows(arr, what):
+def _rows(arr):
     """(rows, elements per row, trailing shape) of an array split along axis 0; a 0-d array
     is one row of one element."""
     if arr.ndim == 0:
@@ -533,21 +533,27 @@ def allgather_async(array, name=None, dtype=None):
     """
     _reap_orphans()
     buf, arr = _host_array(array, dtype, "array")
-    rows, row, trailing = _rows(arr, "array")
+    rows, row, trailing = _rows(arr)
+    return _allgatherv(buf, arr.dtype, row, _submit_name(name, "allgather"), (array,),
+                       lambda data, counts: data.reshape((data.size // row,) + trailing))
+
+
+def _allgatherv(buf, storage, row, name_b, keep, finish):
+    """Submits herd_allgatherv of `buf` (rows of `row` elements) and returns a Handle whose
+    wait() returns finish(data, counts): every rank's elements in rank order as a flat array of
+    `storage` over herd's memory, and each rank's element count."""
     n = size()
-    name_b = _submit_name(name, "allgather")
     out_ptr = ctypes.c_void_p(0)
     counts = (ctypes.c_int64 * n)()
     hid = ctypes.c_int64(0)
     st = lib.herd_allgatherv(name_b, buf.ptr or None, buf.count, row, buf.dtype, buf.device,
                              ctypes.byref(out_ptr), counts, ctypes.byref(hid))
-    storage = arr.dtype
 
-    def finish(_):
+    def done(_):
         total = sum(counts)
-        return _adopt(out_ptr.value, total, storage, (total // row,) + trailing)
+        return finish(_adopt(out_ptr.value, total, storage, (total,)), list(counts))
 
-    return _submit_done(hid, st, name_b, (buf.keep, array, out_ptr, counts), finish)
+    return _submit_done(hid, st, name_b, (buf.keep, out_ptr, counts) + keep, done)
 
 
 def allgather(array, name=None, dtype=None, timeout=None):
@@ -571,7 +577,7 @@ def reducescatter_async(array, op="average", name=None, dtype=None):
     buf, arr = _host_array(array, dtype, "array")
     if arr.ndim == 0:
         raise errors.invalid_argument("reducescatter needs an array with at least one dimension")
-    rows, row, trailing = _rows(arr, "array")
+    rows, row, trailing = _rows(arr)
     mine = lib.herd_reducescatter_rows(rows, size(), rank())
     result = np.empty((mine,) + trailing, dtype=arr.dtype)
     recv = _buffers.resolve(result, _buffers.DTYPE_NAMES[buf.dtype], "out")
@@ -605,7 +611,7 @@ def alltoall_async(array, splits=None, name=None, dtype=None):
     buf, arr = _host_array(array, dtype, "array")
     if arr.ndim == 0:
         raise errors.invalid_argument("alltoall needs an array with at least one dimension")
-    rows, row, trailing = _rows(arr, "array")
+    rows, row, trailing = _rows(arr)
     n = size()
     if splits is None:
         if rows % n:
@@ -755,21 +761,13 @@ def allgather_object(obj, name=None):
     base = name if name is not None else \
         f"allgather_object.noname.{next(_noname['allgather_object'])}"
     payload = np.frombuffer(pickle.dumps(obj), dtype=np.uint8)
-    n = size()
-    out_ptr = ctypes.c_void_p(0)
-    counts = (ctypes.c_int64 * n)()
-    hid = ctypes.c_int64(0)
-    st = lib.herd_allgatherv(base.encode(), payload.ctypes.data or None, payload.size, 1,
-                             _capi.UINT8, _capi.DEVICE_CPU, ctypes.byref(out_ptr), counts,
-                             ctypes.byref(hid))
 
-    def finish(_):
-        total = sum(counts)
-        data = _adopt(out_ptr.value, total, np.dtype(np.uint8), (total,))
+    def unpickle(data, counts):
         objs, off = [], 0
         for c in counts:
             objs.append(pickle.loads(data[off:off + c].tobytes()))
             off += c
         return objs
 
-    return _submit_done(hid, st, base.encode(), (payload, out_ptr, counts), finish).wait()
+    buf = _buffers.resolve(payload, None, "object")
+    return _allgatherv(buf, payload.dtype, 1, base.encode(), (payload,), unpickle).wait()

@@ -358,26 +358,43 @@ static int ensure_pinned(gpu_backend_t *g, size_t bytes)
     return HERD_OK;
 }
 
+/* Copies `bytes` from the device into pinned memory and waits for the copy (no collective in
+ * flight on the stream: bounded). */
+static cudaError_t stage_in(gpu_backend_t *g, const void *src, size_t bytes)
+{
+    cudaError_t err = CU.MemcpyAsync(g->pinned, src, bytes, cudaMemcpyDefault, g->stream);
+    return err == cudaSuccess ? CU.StreamSynchronize(g->stream) : err;
+}
+
+static int stage_out(gpu_backend_t *g, void *dst, const void *src, size_t bytes, int rc,
+                     cudaError_t in_err)
+{
+    if (in_err != cudaSuccess)
+        return cuda_failed(in_err, "staging a GPU tensor to host memory");
+    if (rc != HERD_OK)
+        return rc;
+    cudaError_t err = CU.MemcpyAsync(dst, src, bytes, cudaMemcpyDefault, g->stream);
+    return err == cudaSuccess ? HERD_OK : cuda_failed(err, "staging a result back to the GPU");
+}
+
 /* Staging: device -> pinned host -> MPI -> pinned host -> device. The MPI collective is issued
  * even when the copy to the host failed, so the other ranks are not left inside it; the error
- * fails the group here. */
+ * fails the group here. `scale` (NULL: none) takes the host's scaled allreduce. */
 static int staged(gpu_backend_t *g, const void *send, void *recv, int64_t count, int dtype,
-                  int op, int root, int is_bcast)
+                  int op, int root, int is_bcast, const herd_scale_t *scale)
 {
     size_t bytes = (size_t)count * herd__dtype_size(dtype);
     if (bytes > g->pinned_cap)
         return herd__status_set(HERD_ERR_INTERNAL, "staging buffer smaller than its group");
-    cudaError_t err = CU.MemcpyAsync(g->pinned, send, bytes, cudaMemcpyDefault, g->stream);
-    if (err == cudaSuccess)
-        err = CU.StreamSynchronize(g->stream); /* copies only, no collective: bounded */
-    int rc = is_bcast ? g->host->broadcast(g->host, g->pinned, count, dtype, root)
-                      : g->host->allreduce(g->host, g->pinned, g->pinned, count, dtype, op);
-    if (err != cudaSuccess)
-        return cuda_failed(err, "staging a GPU tensor to host memory");
-    if (rc != HERD_OK)
-        return rc;
-    err = CU.MemcpyAsync(recv, g->pinned, bytes, cudaMemcpyDefault, g->stream);
-    return err == cudaSuccess ? HERD_OK : cuda_failed(err, "staging a result back to the GPU");
+    cudaError_t err = stage_in(g, send, bytes);
+    int rc;
+    if (is_bcast)
+        rc = g->host->broadcast(g->host, g->pinned, count, dtype, root);
+    else if (scale != NULL)
+        rc = g->host->allreduce_scaled(g->host, g->pinned, g->pinned, count, dtype, op, scale);
+    else
+        rc = g->host->allreduce(g->host, g->pinned, g->pinned, count, dtype, op);
+    return stage_out(g, recv, g->pinned, bytes, rc, err);
 }
 
 static int gpu_allreduce(herd_backend_t *be, const void *send, void *recv, int64_t count,
@@ -393,7 +410,7 @@ static int gpu_allreduce(herd_backend_t *be, const void *send, void *recv, int64
         return r == ncclSuccess ? HERD_OK : nccl_failed(r, "ncclAllReduce");
     }
 #endif
-    return staged(g, send, recv, count, dtype, op, 0, 0);
+    return staged(g, send, recv, count, dtype, op, 0, 0, NULL);
 }
 
 /* Scaling without a kernel: NCCL's PreMulSum multiplies each rank's input by its own scalar
@@ -440,19 +457,7 @@ static int gpu_allreduce_scaled(herd_backend_t *be, const void *send, void *recv
         return r == ncclSuccess ? HERD_OK : nccl_failed(r, "ncclAllReduce (PreMulSum)");
     }
 #endif
-    size_t bytes = (size_t)count * herd__dtype_size(dtype);
-    if (bytes > g->pinned_cap)
-        return herd__status_set(HERD_ERR_INTERNAL, "staging buffer smaller than its group");
-    cudaError_t err = CU.MemcpyAsync(g->pinned, send, bytes, cudaMemcpyDefault, g->stream);
-    if (err == cudaSuccess)
-        err = CU.StreamSynchronize(g->stream);
-    int rc = g->host->allreduce_scaled(g->host, g->pinned, g->pinned, count, dtype, op, scale);
-    if (err != cudaSuccess)
-        return cuda_failed(err, "staging a GPU tensor to host memory");
-    if (rc != HERD_OK)
-        return rc;
-    err = CU.MemcpyAsync(recv, g->pinned, bytes, cudaMemcpyDefault, g->stream);
-    return err == cudaSuccess ? HERD_OK : cuda_failed(err, "staging a result back to the GPU");
+    return staged(g, send, recv, count, dtype, op, 0, 0, scale);
 }
 
 static int gpu_broadcast(herd_backend_t *be, void *buf, int64_t count, int dtype, int root)
@@ -467,32 +472,13 @@ static int gpu_broadcast(herd_backend_t *be, void *buf, int64_t count, int dtype
         return r == ncclSuccess ? HERD_OK : nccl_failed(r, "ncclBroadcast");
     }
 #endif
-    return staged(g, buf, buf, count, dtype, HERD_SUM, root, 1);
+    return staged(g, buf, buf, count, dtype, HERD_SUM, root, 1, NULL);
 }
 
 /* ---- allgather, reduce-scatter, all-to-all ------------------------------------------------
  * Equal-size forms, each tensor alone (the planner does not fuse them on a GPU). NCCL where it
  * is up; else staged like allreduce: the input copied to pinned memory (first part of the
  * staging buffer), the host collective into the second part, the result copied back. */
-
-/* Copies `bytes` from the device into pinned memory and waits for the copy (no collective in
- * flight on the stream: bounded). */
-static cudaError_t stage_in(gpu_backend_t *g, const void *src, size_t bytes)
-{
-    cudaError_t err = CU.MemcpyAsync(g->pinned, src, bytes, cudaMemcpyDefault, g->stream);
-    return err == cudaSuccess ? CU.StreamSynchronize(g->stream) : err;
-}
-
-static int stage_out(gpu_backend_t *g, void *dst, const void *src, size_t bytes, int rc,
-                     cudaError_t in_err)
-{
-    if (in_err != cudaSuccess)
-        return cuda_failed(in_err, "staging a GPU tensor to host memory");
-    if (rc != HERD_OK)
-        return rc;
-    cudaError_t err = CU.MemcpyAsync(dst, src, bytes, cudaMemcpyDefault, g->stream);
-    return err == cudaSuccess ? HERD_OK : cuda_failed(err, "staging a result back to the GPU");
-}
 
 static int gpu_allgather(herd_backend_t *be, const void *send, void *recv, int64_t count,
                          int dtype)

@@ -349,7 +349,7 @@ void mt_fill(int dtype, int op, int rank, uint64_t salt, void *buf, int64_t n)
         mt_put(dtype, buf, i, mt_value(dtype, op, rank, i, salt));
 }
 
-static int64_t combine_int(int op, int64_t a, int64_t b)
+int64_t mt_combine(int op, int64_t a, int64_t b)
 {
     switch (op) {
     case HERD_PRODUCT: return a * b;
@@ -366,7 +366,7 @@ int64_t mt_verify_allreduce(int dtype, int op, int size, uint64_t salt, const vo
     for (int64_t i = 0; i < n; i++) {
         int64_t acc = mt_value(dtype, op, 0, i, salt);
         for (int r = 1; r < size; r++)
-            acc = combine_int(op, acc, mt_value(dtype, op, r, i, salt));
+            acc = mt_combine(op, acc, mt_value(dtype, op, r, i, salt));
         int ok;
         double want_d = 0, got_d = 0;
         int64_t want_i = 0, got_i = 0;

@@ -102,6 +102,9 @@ double mt_get_double(int dtype, const void *buf, int64_t i);
 
 /* Rank `rank`'s input at element i for `op` (MT_BCAST: any representable value). */
 int64_t mt_value(int dtype, int op, int rank, int64_t i, uint64_t salt);
+/* a (op) b over int64: SUM and AVERAGE add, MIN, MAX, PRODUCT as named. */
+int64_t mt_combine(int op, int64_t a, int64_t b);
+
 /* Fills n elements with mt_value(dtype, op, rank, i, salt). */
 void mt_fill(int dtype, int op, int rank, uint64_t salt, void *buf, int64_t n);
 /* Counts elements of an allreduce result (over `size` ranks) that differ from the exact

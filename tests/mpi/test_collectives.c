@@ -19,16 +19,6 @@ static const int all_dtypes[MT_NUM_DTYPES] = {HERD_UINT8,   HERD_INT8,     HERD_
                                               HERD_INT64,   HERD_FLOAT16,  HERD_BFLOAT16,
                                               HERD_FLOAT32, HERD_FLOAT64};
 
-static int64_t combine(int op, int64_t a, int64_t b)
-{
-    switch (op) {
-    case HERD_PRODUCT: return a * b;
-    case HERD_MIN: return b < a ? b : a;
-    case HERD_MAX: return b > a ? b : a;
-    default: return a + b;
-    }
-}
-
 /* The exact reduction of element `gi` over the ranks with active[r] set (all when NULL), with
  * the op's AVERAGE dividing by the number of them, then compared with element i of buf. */
 static int reduced_ok(int dtype, int op, const int *active, uint64_t salt, int64_t gi,
@@ -40,7 +30,7 @@ static int reduced_ok(int dtype, int op, const int *active, uint64_t salt, int64
         if (active != NULL && !active[r])
             continue;
         int64_t v = mt_value(dtype, op, r, gi, salt);
-        acc = n == 0 ? v : combine(op, acc, v);
+        acc = n == 0 ? v : mt_combine(op, acc, v);
         n++;
     }
     int ok;

@@ -652,22 +652,23 @@ static int run_allgather(herd_coordinator_t *c, herd_backend_t *be, const herd_f
     return rc;
 }
 
-/* A buffer for a variable-size result: host memory, or the backend's (device memory on a GPU,
- * which also makes staging room for `send_bytes` of input); scratch for a phantom (whose result
- * is dropped). */
-static void *result_buffer(herd_coordinator_t *c, herd_backend_t *be, uint32_t index,
-                           size_t bytes, size_t send_bytes)
+/* A buffer for a variable-size result in *out: host memory, or the backend's (device memory on
+ * a GPU, which also makes staging room for `send_bytes` of input); scratch for a phantom (whose
+ * result is dropped); NULL for 0 bytes. HERD_OK, or HERD_ERR_NO_MEMORY with the message set. */
+static int result_buffer(herd_coordinator_t *c, herd_backend_t *be, uint32_t index,
+                         size_t bytes, size_t send_bytes, void **out)
 {
+    *out = NULL;
     if (is_phantom(index))
-        return scratch_of(c, SCRATCH_OUT, bytes);
-    if (bytes == 0)
-        return NULL;
-    if (be->alloc_result != NULL)
-        return be->alloc_result(be, bytes, send_bytes);
-    void *p = NULL;
-    if (posix_memalign(&p, 64, (bytes + 63) & ~(size_t)63) != 0)
-        return NULL;
-    return p;
+        *out = scratch_of(c, SCRATCH_OUT, bytes);
+    else if (bytes == 0)
+        return HERD_OK;
+    else if (be->alloc_result != NULL)
+        *out = be->alloc_result(be, bytes, send_bytes);
+    else if (posix_memalign(out, 64, (bytes + 63) & ~(size_t)63) != 0)
+        return herd__status_set(HERD_ERR_NO_MEMORY, "cannot allocate %zu bytes for the result",
+                                bytes);
+    return *out != NULL ? HERD_OK : HERD_ERR_NO_MEMORY; /* their messages are set */
 }
 
 /* Releases a result the operation could not hand over. */
@@ -681,17 +682,20 @@ static void drop_result(herd_coordinator_t *c, herd_backend_t *be, void *out, in
         herd__gpu_free(out, device);
 }
 
-static int agree_or_fail(herd_backend_t *be, int ok, const char *what)
+/* Every rank learns whether any could not go on, and fails with the same status: this rank's
+ * own (its message is set), or the worst of the others'. */
+static int agree_or_fail(herd_backend_t *host, int status, const char *what)
 {
-    int all_ok = 0;
-    int rc = be->agree(be, ok, &all_ok);
+    int worst = HERD_OK;
+    int rc = host->agree(host, status, &worst);
     if (rc != HERD_OK)
         return rc;
-    if (all_ok)
+    if (worst == HERD_OK)
         return HERD_OK;
-    if (!ok)
-        return HERD_ERR_NO_MEMORY; /* the local message is already set */
-    return herd__status_set(HERD_ERR_NO_MEMORY, "%s failed on another rank", what);
+    if (status != HERD_OK)
+        return status;
+    return herd__status_set(worst, "%s failed on another rank (%s)", what,
+                            herd_status_name(worst));
 }
 
 /* Allgather of a count per rank: the counts are exchanged first, then every rank allocates
@@ -716,15 +720,9 @@ static int run_allgatherv(herd_coordinator_t *c, herd_backend_t *be, const herd_
         c->displs[rank] = total;
         total += c->counts[rank];
     }
-    void *out = result_buffer(c, be, index, (size_t)total * esize, (size_t)mine * esize);
-    int ok = 1;
-    if (out == NULL && total > 0) {
-        ok = 0;
-        if (be == host)
-            herd__status_set(HERD_ERR_NO_MEMORY, "cannot allocate %lld bytes for the result",
-                             (long long)total * (long long)esize);
-    }
-    rc = agree_or_fail(host, ok, "allocating the allgatherv result");
+    void *out = NULL;
+    rc = result_buffer(c, be, index, (size_t)total * esize, (size_t)mine * esize, &out);
+    rc = agree_or_fail(host, rc, "allocating the allgatherv result");
     if (rc == HERD_OK)
         rc = be->allgatherv(be, mine > 0 ? r->sendbuf : NULL, out, c->counts, c->displs,
                             r->dtype);
@@ -863,22 +861,14 @@ static int run_alltoallv(herd_coordinator_t *c, herd_backend_t *be, const herd_f
         rdispls[rank] = total;
         total += recv[rank];
     }
-    void *out = result_buffer(c, be, index, (size_t)total * esize, (size_t)off * esize);
-    int ok = 1;
-    if (out == NULL && total > 0) {
-        ok = 0;
-        if (be == host)
-            herd__status_set(HERD_ERR_NO_MEMORY, "cannot allocate %lld bytes for the result",
-                             (long long)total * (long long)esize);
-    }
+    void *out = NULL;
+    rc = result_buffer(c, be, index, (size_t)total * esize, (size_t)off * esize, &out);
     /* MPI's counts are ints, and only this rank knows its own: agree before moving data. */
-    if (ok && (off > INT_MAX || total > INT_MAX)) {
-        ok = 0;
-        herd__status_set(HERD_ERR_NOT_SUPPORTED,
-                         "alltoallv of %lld elements sent, %lld received exceeds MPI's int "
-                         "count limit", (long long)off, (long long)total);
-    }
-    rc = agree_or_fail(host, ok, "preparing the alltoallv");
+    if (rc == HERD_OK && (off > INT_MAX || total > INT_MAX))
+        rc = herd__status_set(HERD_ERR_NOT_SUPPORTED,
+                              "alltoallv of %lld elements sent, %lld received exceeds MPI's int "
+                              "count limit", (long long)off, (long long)total);
+    rc = agree_or_fail(host, rc, "preparing the alltoallv");
     if (rc == HERD_OK)
         rc = be->alltoallv(be, is_phantom(index) ? NULL : r->sendbuf, send, sdispls, out, recv,
                            rdispls, r->dtype);

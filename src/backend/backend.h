@@ -48,10 +48,11 @@ struct herd_backend {
                      const int64_t *sdispls, void *recv, const int64_t *recvcounts,
                      const int64_t *rdispls, int dtype);
     /* Small host-side exchanges the variable-size kinds need: all[r * n + i] = rank r's mine[i];
-     * recv[r] = what rank r had in send[me]; *all_ok = 1 when ok is 1 on every rank. */
+     * recv[r] = what rank r had in send[me]; *worst = the lowest of every rank's status
+     * (HERD_OK when all are; errors are negative), so every rank fails alike. */
     int (*exchange)(herd_backend_t *be, const int64_t *mine, int64_t n, int64_t *all);
     int (*exchange_alltoall)(herd_backend_t *be, const int64_t *send, int64_t *recv);
-    int (*agree)(herd_backend_t *be, int ok, int *all_ok);
+    int (*agree)(herd_backend_t *be, int status, int *worst);
     /* Optional (NULL: host memory from posix_memalign): a buffer of `bytes` in the backend's
      * memory for a variable-size result, the caller's to release with herd_free; `send_bytes`
      * is this rank's input, so a staging plane can make room for both. NULL with this thread's

@@ -234,10 +234,10 @@ static int mpi_exchange_alltoall(herd_backend_t *be, const int64_t *send, int64_
     return rc == MPI_SUCCESS ? HERD_OK : herd__ctrl_mpi_failed(rc, "MPI_Alltoall of counts");
 }
 
-static int mpi_agree(herd_backend_t *be, int ok, int *all_ok)
+static int mpi_agree(herd_backend_t *be, int status, int *worst)
 {
     mpi_backend_t *m = (mpi_backend_t *)be;
-    int rc = MPI_Allreduce(&ok, all_ok, 1, MPI_INT, MPI_MIN, m->comm);
+    int rc = MPI_Allreduce(&status, worst, 1, MPI_INT, MPI_MIN, m->comm);
     return rc == MPI_SUCCESS ? HERD_OK : herd__ctrl_mpi_failed(rc, "MPI_Allreduce (agreement)");
 }
 

@@ -9,6 +9,7 @@
 #include <time.h>
 
 #include "backend/gpu.h"
+#include "counters.h"
 #include "dtype.h"
 #include "herd.h"
 #include "op_kind.h"
@@ -44,6 +45,25 @@ int herd_abi_version(void)
 const char *herd_version(void)
 {
     return HERD_VERSION_STRING;
+}
+
+int herd_counter(const char *name, int64_t *value_out)
+{
+    if (name == NULL || value_out == NULL)
+        return herd__status_set(HERD_ERR_INVALID_ARG, "herd_counter: %s is NULL",
+                                name == NULL ? "name" : "value_out");
+    int id = herd__counter_find(name);
+    if (id < 0)
+        return herd__status_set(HERD_ERR_INVALID_ARG,
+                                "herd_counter: no counter named '%.64s' (herd_counter_name lists "
+                                "them)", name);
+    *value_out = herd__counter_get((herd_counter_id_t)id);
+    return HERD_OK;
+}
+
+const char *herd_counter_name(int index)
+{
+    return herd__counter_name(index);
 }
 
 /* Checks a tensor name: 1 to HERD_MAX_NAME_LEN bytes. */
@@ -749,8 +769,10 @@ static void drive_for(herd_runtime_t *rt, herd_handle_t handle)
     }
     int pending = herd__handles_poll(&rt->handles, handle) == HERD_INPROGRESS;
     tls_drives_own_waits = drove && !pending;
-    if (pending)
+    if (pending) {
+        herd__count(HERD_CTR_HANDOFFS);
         flush_submissions(rt);
+    }
 }
 
 int herd_wait_handle(herd_handle_t handle, int64_t timeout_ms)

@@ -41,6 +41,7 @@
 #include <time.h>
 
 #include "backend/gpu.h"
+#include "counters.h"
 #include "dtype.h"
 #include "fusion.h"
 #include "herd.h"
@@ -178,6 +179,7 @@ static void finish_op(herd_coordinator_t *c, uint32_t index, int status, const c
         c->joined = 0;
         atomic_store(&c->d.queue->joined, 0);
     }
+    herd__count(HERD_CTR_OPS);
     herd__handles_complete(c->d.handles, index, status, message);
 }
 
@@ -1283,8 +1285,12 @@ static int run_round(herd_coordinator_t *c)
         return c->shutdown_asked;
     }
     c->epoch++;
+    int64_t npending = c->npending;
     apply_events(c);
     execute_ready(c);
+    herd__count(HERD_CTR_ROUNDS);
+    if (c->npending == npending)
+        herd__count(HERD_CTR_ROUNDS_IDLE);
     herd__handles_notify(c->d.handles);
     if (stall_check && run_stall_check(c) != HERD_OK)
         break_down(c);
@@ -1319,20 +1325,20 @@ static int drive(herd_coordinator_t *c, int64_t spin_ns, int (*done)(void *), vo
                 return DRIVE_SHUTDOWN;
             return DRIVE_IDLE;
         }
-        int round = 0;
+        /* Receive peers' wakes even when this rank starts the round itself: each one left
+         * unreceived holds MPI memory until shutdown. */
+        int round = herd__ctrl_wake_poll(c->d.ctrl, c->epoch);
+        if (round < 0) {
+            break_down(c);
+            continue;
+        }
         if (has_local_news(c)) {
             if (herd__ctrl_wake_others(c->d.ctrl, c->epoch) != HERD_OK) {
                 break_down(c);
                 continue;
             }
+            herd__count(HERD_CTR_WAKES_SENT);
             round = 1;
-        } else {
-            int woken = herd__ctrl_wake_poll(c->d.ctrl, c->epoch);
-            if (woken < 0) {
-                break_down(c);
-                continue;
-            }
-            round = woken;
         }
         if (round) {
             if (run_round(c))
@@ -1375,10 +1381,13 @@ static void *coordinator_main(void *arg)
         if (sleep_ns > cap)
             sleep_ns = cap;
         int64_t deadline = herd__clock_ns() + sleep_ns;
-        if (herd__queue_sleep(c->d.queue, deadline, !driving))
+        if (herd__queue_sleep(c->d.queue, deadline, !driving)) {
+            herd__count(HERD_CTR_COORD_SIGNALS);
             sleep_ns = FIRST_SLEEP_NS;
-        else
+        } else {
+            herd__count(HERD_CTR_COORD_TIMEOUTS);
             sleep_ns = sleep_ns * 2 < cap ? sleep_ns * 2 : cap;
+        }
     }
     /* Every rank asked to shut down in the same round: what every rank had ready ran in it;
      * what is left was never submitted by every rank. */
@@ -1407,13 +1416,17 @@ static int handle_done(void *arg)
 int herd__coordinator_drive(herd_coordinator_t *c, herd_handle_t handle)
 {
     herd_request_queue_t *q = c->d.queue;
-    if (atomic_load(&q->driving) || pthread_mutex_trylock(&c->progress) != 0)
+    if (atomic_load(&q->driving) || pthread_mutex_trylock(&c->progress) != 0) {
+        herd__count(HERD_CTR_DRIVE_BUSY);
         return 0;
+    }
     atomic_store(&q->driving, 1);
     handle_target_t target = {.handles = c->d.handles, .handle = handle};
     int64_t epoch = c->epoch;
+    herd__count(HERD_CTR_DRIVES);
     int r = drive(c, c->spin_ns, handle_done, &target);
     int ran = c->epoch != epoch;
+    herd__counter_add(HERD_CTR_ROUNDS_CALLER, c->epoch - epoch);
     /* Hand back to the coordinator thread. Clear the flag before looking at the queue: a
      * submitter that saw the flag set did not wake anyone, and its request is visible now.
      * If the operation still waits on other ranks, the coordinator thread watches for them. */

@@ -14,6 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "counters.h"
 #include "herd.h"
 #include "log.h"
 #include "status.h"
@@ -22,6 +23,10 @@ enum { WAKE_TAG = 7001 };
 
 struct herd_ctrl {
     MPI_Comm comm;
+    /* Wakes travel on a communicator of their own: a wake nobody has received yet sits in
+     * MPI's unexpected-message queue, and every receive posted on the same communicator (the
+     * round's collectives) would scan past it. */
+    MPI_Comm wake_comm;
     int rank, size, local_rank, local_size;
     int owns_mpi;
     /* wake messages (under the progress lock) */
@@ -148,6 +153,7 @@ int herd__ctrl_open(herd_ctrl_t **out)
     if (c == NULL)
         return herd__status_set(HERD_ERR_NO_MEMORY, "cannot allocate the control plane");
     c->comm = MPI_COMM_NULL;
+    c->wake_comm = MPI_COMM_NULL;
     c->wake_recv = MPI_REQUEST_NULL;
     int rc = init_mpi(c);
     if (rc != HERD_OK)
@@ -158,6 +164,11 @@ int herd__ctrl_open(herd_ctrl_t **out)
         goto fail;
     }
     MPI_Comm_set_errhandler(c->comm, MPI_ERRORS_RETURN);
+    mrc = MPI_Comm_dup(c->comm, &c->wake_comm);
+    if (mrc != MPI_SUCCESS) {
+        rc = herd__ctrl_mpi_failed(mrc, "MPI_Comm_dup");
+        goto fail;
+    }
     MPI_Comm_rank(c->comm, &c->rank);
     MPI_Comm_size(c->comm, &c->size);
     MPI_Comm node;
@@ -173,7 +184,7 @@ int herd__ctrl_open(herd_ctrl_t **out)
     if (rc != HERD_OK)
         goto fail;
     if (c->size > 1) {
-        mrc = MPI_Irecv(&c->wake_in, 1, MPI_INT64_T, MPI_ANY_SOURCE, WAKE_TAG, c->comm,
+        mrc = MPI_Irecv(&c->wake_in, 1, MPI_INT64_T, MPI_ANY_SOURCE, WAKE_TAG, c->wake_comm,
                         &c->wake_recv);
         if (mrc != MPI_SUCCESS) {
             rc = herd__ctrl_mpi_failed(mrc, "MPI_Irecv");
@@ -183,6 +194,8 @@ int herd__ctrl_open(herd_ctrl_t **out)
     *out = c;
     return HERD_OK;
 fail:
+    if (c->wake_comm != MPI_COMM_NULL)
+        MPI_Comm_free(&c->wake_comm);
     if (c->comm != MPI_COMM_NULL)
         MPI_Comm_free(&c->comm);
     free_peers(c);
@@ -192,6 +205,8 @@ fail:
 
 void herd__ctrl_close(herd_ctrl_t *c)
 {
+    if (c->wake_comm != MPI_COMM_NULL)
+        MPI_Comm_free(&c->wake_comm);
     if (c->comm != MPI_COMM_NULL)
         MPI_Comm_free(&c->comm);
 }
@@ -277,7 +292,8 @@ int herd__ctrl_wake_others(herd_ctrl_t *c, int64_t epoch)
     for (int r = 0; r < c->size; r++) {
         if (r == c->rank)
             continue;
-        int rc = MPI_Isend(&c->wake_out, 1, MPI_INT64_T, r, WAKE_TAG, c->comm, &c->wake_send[r]);
+        int rc = MPI_Isend(&c->wake_out, 1, MPI_INT64_T, r, WAKE_TAG, c->wake_comm,
+                           &c->wake_send[r]);
         if (rc != MPI_SUCCESS)
             return herd__ctrl_mpi_failed(rc, "MPI_Isend of a wake message");
         c->sent_to[r]++;
@@ -300,12 +316,15 @@ int herd__ctrl_wake_poll(herd_ctrl_t *c, int64_t epoch)
             return 0;
         c->received_from[st.MPI_SOURCE]++;
         int64_t asked = c->wake_in;
-        rc = MPI_Irecv(&c->wake_in, 1, MPI_INT64_T, MPI_ANY_SOURCE, WAKE_TAG, c->comm,
+        rc = MPI_Irecv(&c->wake_in, 1, MPI_INT64_T, MPI_ANY_SOURCE, WAKE_TAG, c->wake_comm,
                        &c->wake_recv);
         if (rc != MPI_SUCCESS)
             return herd__ctrl_mpi_failed(rc, "MPI_Irecv for wake messages");
-        if (asked >= epoch)
+        if (asked >= epoch) {
+            herd__count(HERD_CTR_WAKES_LIVE);
             return 1;
+        }
+        herd__count(HERD_CTR_WAKES_STALE);
     }
 }
 
@@ -336,7 +355,7 @@ int herd__ctrl_quiesce(herd_ctrl_t *c)
     for (int r = 0; r < c->size && rc == MPI_SUCCESS; r++) {
         while (c->received_from[r] < expected[r] && rc == MPI_SUCCESS) {
             int64_t stale;
-            rc = MPI_Recv(&stale, 1, MPI_INT64_T, r, WAKE_TAG, c->comm, MPI_STATUS_IGNORE);
+            rc = MPI_Recv(&stale, 1, MPI_INT64_T, r, WAKE_TAG, c->wake_comm, MPI_STATUS_IGNORE);
             c->received_from[r]++;
         }
     }

@@ -5,6 +5,7 @@
 #include <stdlib.h>
 
 #include "backend/gpu.h"
+#include "counters.h"
 #include "herd.h"
 #include "log.h"
 #include "status.h"
@@ -157,6 +158,7 @@ int herd__runtime_init(void)
     rc = herd__config_parse(&rt->config, getenv_lookup);
     if (rc != HERD_OK)
         goto out;
+    herd__counters_reset();
     herd__log_setup(rt->config.log_level, -1);
     rc = make_handles(rt);
     if (rc == HERD_OK)

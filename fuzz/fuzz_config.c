@@ -29,7 +29,7 @@ static const char *const vars[] = {
     "HERD_FUSION_THRESHOLD",      "HERD_CHUNK_BYTES",           "HERD_MAX_HANDLES",
     "HERD_SPIN_US",               "HERD_IDLE_POLL_US",          "HERD_STALL_WARNING_SECONDS",
     "HERD_STALL_TIMEOUT_SECONDS", "HERD_SHUTDOWN_TIMEOUT_SECONDS", "HERD_TIMELINE",
-    "HERD_GPU_BACKEND",           "HERD_LOG_LEVEL",
+    "HERD_GPU_BACKEND",           "HERD_LOG_LEVEL",             "HERD_WAIT_SPIN_US",
 };
 enum { NVARS = sizeof vars / sizeof vars[0], MAX_FIELDS = 32 };
 
@@ -78,6 +78,7 @@ static void check_config(const herd_config_t *c)
     CHECK(c->chunk_bytes >= 0 && c->chunk_bytes <= (INT64_C(1) << 40));
     CHECK(c->max_handles >= 16 && c->max_handles <= (1 << 22));
     CHECK(c->spin_us >= 0 && c->spin_us <= 1000000);
+    CHECK(c->wait_spin_us >= 0 && c->wait_spin_us <= 1000000);
     CHECK(c->idle_poll_us >= 1 && c->idle_poll_us <= 1000000);
     CHECK(c->stall_warning_ms >= 0 && c->stall_timeout_ms >= 0 && c->shutdown_timeout_ms >= 0);
     CHECK(c->log_level >= HERD_LOG_ERROR && c->log_level <= HERD_LOG_DEBUG);
@@ -90,7 +91,8 @@ static int same_config(const herd_config_t *a, const herd_config_t *b)
 {
     return a->fusion_threshold == b->fusion_threshold && a->chunk_bytes == b->chunk_bytes &&
            a->log_level == b->log_level && a->max_handles == b->max_handles &&
-           a->spin_us == b->spin_us && a->idle_poll_us == b->idle_poll_us &&
+           a->spin_us == b->spin_us && a->wait_spin_us == b->wait_spin_us &&
+           a->idle_poll_us == b->idle_poll_us &&
            a->stall_warning_ms == b->stall_warning_ms &&
            a->stall_timeout_ms == b->stall_timeout_ms &&
            a->shutdown_timeout_ms == b->shutdown_timeout_ms &&

@@ -756,16 +756,19 @@ int herd_poll_handle(herd_handle_t handle)
 /* Runs the rounds `handle` needs on this thread while nobody else drives (see
  * herd_wait_handle); afterwards, if the operation still waits on other ranks, makes sure the
  * coordinator thread knows about this thread's submissions. */
-static void drive_for(herd_runtime_t *rt, herd_handle_t handle)
+static void drive_for(herd_runtime_t *rt, herd_handle_t handle, int64_t deadline_ns)
 {
+    if (herd__handles_poll(&rt->handles, handle) != HERD_INPROGRESS)
+        return; /* done before this wait: says nothing about who should drive the next one */
     int drove = 0;
-    while (herd__handles_poll(&rt->handles, handle) == HERD_INPROGRESS &&
-           herd__runtime_enter(rt) == HERD_OK) {
-        int ran = herd__coordinator_drive(rt->coordinator, handle);
+    while (herd__runtime_enter(rt) == HERD_OK) {
+        int ran = herd__coordinator_drive(rt->coordinator, handle, deadline_ns);
         herd__runtime_leave(rt);
         if (!ran)
             break;
         drove = 1;
+        if (herd__handles_poll(&rt->handles, handle) != HERD_INPROGRESS)
+            break;
     }
     int pending = herd__handles_poll(&rt->handles, handle) == HERD_INPROGRESS;
     tls_drives_own_waits = drove && !pending;
@@ -789,7 +792,7 @@ int herd_wait_handle(herd_handle_t handle, int64_t timeout_ms)
      * saves the two thread wakes of a hand-off. A wait with a deadline never does: it must be
      * able to return on time even if a peer stops answering inside an MPI call. */
     if (timeout_ms < 0) {
-        drive_for(rt, handle);
+        drive_for(rt, handle, -1);
     } else {
         tls_drives_own_waits = 0;
         if (herd__handles_poll(&rt->handles, handle) == HERD_INPROGRESS)
@@ -807,8 +810,10 @@ int herd_progress_handle(herd_handle_t handle, int64_t slice_ms)
     if (slice_ms < 0)
         return herd__status_set(HERD_ERR_INVALID_ARG,
                                 "slice_ms %lld is invalid: use >= 0", (long long)slice_ms);
-    drive_for(rt, handle);
-    rc = herd__handles_wait(&rt->handles, handle, slice_ms);
+    int64_t start = herd__clock_ns();
+    drive_for(rt, handle, slice_ms > INT64_MAX / 4000000 ? -1 : start + slice_ms * 1000000);
+    int64_t left_ms = slice_ms - (herd__clock_ns() - start) / 1000000;
+    rc = herd__handles_wait(&rt->handles, handle, left_ms > 0 ? left_ms : 0);
     if (rc == HERD_ERR_TIMEOUT) { /* the slice's end, never the operation's status */
         herd__status_clear();
         return HERD_INPROGRESS;

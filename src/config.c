@@ -16,6 +16,7 @@ enum {
     DEFAULT_CHUNK_BYTES = 1 << 20,
     DEFAULT_MAX_HANDLES = 1 << 16,
     DEFAULT_SPIN_US = 0,
+    DEFAULT_WAIT_SPIN_US = 100,
     DEFAULT_IDLE_POLL_US = 20000,
     DEFAULT_STALL_WARNING_MS = 60 * 1000,
     DEFAULT_STALL_TIMEOUT_MS = 300 * 1000,
@@ -31,6 +32,7 @@ void herd__config_defaults(herd_config_t *cfg)
     cfg->log_level = HERD_LOG_WARN;
     cfg->max_handles = DEFAULT_MAX_HANDLES;
     cfg->spin_us = DEFAULT_SPIN_US;
+    cfg->wait_spin_us = DEFAULT_WAIT_SPIN_US;
     cfg->idle_poll_us = DEFAULT_IDLE_POLL_US;
     cfg->stall_warning_ms = DEFAULT_STALL_WARNING_MS;
     cfg->stall_timeout_ms = DEFAULT_STALL_TIMEOUT_MS;
@@ -169,6 +171,8 @@ int herd__config_parse(herd_config_t *cfg, herd_env_lookup_fn lookup)
         rc = read_range(lookup, "HERD_MAX_HANDLES", 16, 1 << 22, 0, &max_handles);
     if (rc == 0)
         rc = read_range(lookup, "HERD_SPIN_US", 0, 1000000, 0, &c.spin_us);
+    if (rc == 0)
+        rc = read_range(lookup, "HERD_WAIT_SPIN_US", 0, 1000000, 0, &c.wait_spin_us);
     if (rc == 0)
         rc = read_range(lookup, "HERD_IDLE_POLL_US", 1, 1000000, 0, &c.idle_poll_us);
     if (rc == 0)

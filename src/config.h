@@ -18,6 +18,7 @@ typedef struct herd_config {
     int log_level;            /* HERD_LOG_LEVEL */
     int max_handles;          /* HERD_MAX_HANDLES: operations in flight per process */
     int64_t spin_us;          /* HERD_SPIN_US: coordinator spins this long before sleeping */
+    int64_t wait_spin_us;     /* HERD_WAIT_SPIN_US: a driving waiter looks for peers this long */
     int64_t idle_poll_us;     /* HERD_IDLE_POLL_US: longest sleep between wake checks */
     int64_t stall_warning_ms; /* HERD_STALL_WARNING_SECONDS: 0 = no warnings */
     int64_t stall_timeout_ms; /* HERD_STALL_TIMEOUT_SECONDS: 0 = never time out */

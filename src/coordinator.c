@@ -35,6 +35,7 @@
 #include "coordinator.h"
 
 #include <limits.h>
+#include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -64,7 +65,8 @@ struct herd_coordinator {
     /* Everything below except `stop` is guarded by progress: held by whoever runs rounds. */
     pthread_mutex_t progress;
     atomic_int stop;  /* herd_shutdown was called on this rank */
-    int64_t spin_ns;
+    int64_t spin_ns;      /* HERD_SPIN_US, for the coordinator thread */
+    int64_t wait_spin_ns; /* HERD_WAIT_SPIN_US, for a thread driving its own wait */
     int rank, size;
     herd_negotiator_t neg;
     int64_t epoch;           /* rounds run so far: the same on every rank */
@@ -1348,6 +1350,7 @@ static int drive(herd_coordinator_t *c, int64_t spin_ns, int (*done)(void *), vo
         }
         if (herd__clock_ns() >= spin_until)
             return DRIVE_IDLE;
+        sched_yield(); /* looking again at once: let whatever shares this core run first */
     }
 }
 
@@ -1361,8 +1364,13 @@ static void *coordinator_main(void *arg)
         if (!atomic_load(&c->d.queue->driving)) {
             herd__mutex_lock(&c->progress);
             int64_t epoch = c->epoch;
+            int64_t ops = herd__counter_get(HERD_CTR_OPS);
             int r = drive(c, c->spin_ns, NULL, NULL);
-            int ran = c->epoch != epoch;
+            /* Rounds that only answered a peer while nothing is pending here say nothing about
+             * when the next one comes: an application thread that drives its own waits will
+             * start it. Looking again soon would only take its rounds from it. */
+            int ran = c->epoch != epoch &&
+                      (c->npending > 0 || c->joined || herd__counter_get(HERD_CTR_OPS) != ops);
             waiting_on_peers = c->npending > 0;
             on_gpu = c->ndevice_ops > 0;
             herd__mutex_unlock(&c->progress);
@@ -1413,18 +1421,30 @@ static int handle_done(void *arg)
     return herd__handles_poll(t->handles, t->handle) != HERD_INPROGRESS;
 }
 
-int herd__coordinator_drive(herd_coordinator_t *c, herd_handle_t handle)
+int herd__coordinator_drive(herd_coordinator_t *c, herd_handle_t handle, int64_t deadline_ns)
 {
     herd_request_queue_t *q = c->d.queue;
-    if (atomic_load(&q->driving) || pthread_mutex_trylock(&c->progress) != 0) {
+    handle_target_t target = {.handles = c->d.handles, .handle = handle};
+    if (atomic_load(&q->driving)) {
         herd__count(HERD_CTR_DRIVE_BUSY);
         return 0;
     }
+    if (pthread_mutex_trylock(&c->progress) != 0) {
+        /* Most likely the coordinator thread, which lets go after its round: wait for that
+         * rather than sleep until it next looks for wakes (up to HERD_IDLE_POLL_US / 4). */
+        herd__count(HERD_CTR_DRIVE_BUSY);
+        if (herd__mutex_lock_until(&c->progress, deadline_ns) != 0)
+            return 0;
+        if (atomic_load(&q->driving) || handle_done(&target)) {
+            herd__mutex_unlock(&c->progress);
+            return 0;
+        }
+    }
     atomic_store(&q->driving, 1);
-    handle_target_t target = {.handles = c->d.handles, .handle = handle};
     int64_t epoch = c->epoch;
     herd__count(HERD_CTR_DRIVES);
-    int r = drive(c, c->spin_ns, handle_done, &target);
+    int64_t spin_ns = c->wait_spin_ns > c->spin_ns ? c->wait_spin_ns : c->spin_ns;
+    int r = drive(c, spin_ns, handle_done, &target);
     int ran = c->epoch != epoch;
     herd__counter_add(HERD_CTR_ROUNDS_CALLER, c->epoch - epoch);
     /* Hand back to the coordinator thread. Clear the flag before looking at the queue: a
@@ -1508,6 +1528,7 @@ int herd__coordinator_start(herd_coordinator_t **out, const herd_coordinator_dep
     herd__mutex_init(&c->progress);
     atomic_init(&c->stop, 0);
     c->spin_ns = deps->config->spin_us * 1000;
+    c->wait_spin_ns = deps->config->wait_spin_us * 1000;
     c->stall_interval_ns = stall_interval_ns(deps->config);
     c->last_stall_check_ns = herd__clock_ns();
     size_t n = deps->handles->capacity;

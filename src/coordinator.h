@@ -35,10 +35,13 @@ typedef struct herd_coordinator_deps {
 /* Allocates the coordinator's tables and starts its thread ("herd-coord"). */
 int herd__coordinator_start(herd_coordinator_t **out, const herd_coordinator_deps_t *deps);
 
-/* Lets the calling application thread run rounds itself until `handle` completes, when no other
- * thread is driving; returns at once otherwise. Returns 1 if it ran a round. The caller must
- * keep the coordinator alive meanwhile (runtime_enter). */
-int herd__coordinator_drive(herd_coordinator_t *c, herd_handle_t handle);
+/* Lets the calling application thread run rounds itself until `handle` completes. Returns at
+ * once when another application thread is driving; when the coordinator thread is, waits for
+ * it to let go until `deadline_ns` (herd__clock_ns; < 0: no deadline): its round may leave
+ * this op pending, and then this thread drives the next rounds itself instead of sleeping
+ * until the coordinator thread next looks. Returns 1 if it ran a round. The caller must keep
+ * the coordinator alive meanwhile (runtime_enter). */
+int herd__coordinator_drive(herd_coordinator_t *c, herd_handle_t handle, int64_t deadline_ns);
 
 /* Asks for shutdown, waits up to `timeout_ns` (< 0: forever) for the thread to finish its last
  * round, and frees the coordinator. Every operation still pending has completed when this

@@ -81,13 +81,24 @@ def _storage_dtype(code):
     return np.dtype(DTYPE_NAMES[code])
 
 
-def numpy_code(npd):
-    """herd dtype of a numpy dtype, or None."""
+def _numpy_code(npd):
     if npd.name == "bfloat16" and npd.itemsize == 2:
         return _capi.BFLOAT16
     if not npd.isnative:
         return None
     return _NUMPY.get((npd.kind, npd.itemsize))
+
+
+_numpy_codes = {}  # numpy dtype -> herd dtype or None: dtype.name costs microseconds per call
+
+
+def numpy_code(npd):
+    """herd dtype of a numpy dtype, or None."""
+    try:
+        return _numpy_codes[npd]
+    except KeyError:
+        code = _numpy_codes[npd] = _numpy_code(npd)
+        return code
 
 
 def parse_dtype(dtype):
@@ -135,8 +146,8 @@ def _c_contiguous(shape, strides, itemsize):
 def _code_for(native_code, native_desc, itemsize, dtype, what):
     if dtype is None:
         if native_code is None:
-            raise invalid_argument(f"{what} has dtype {native_desc}, which herd does not reduce; "
-                                   f"{_HINT}")
+            raise invalid_argument(f"{what} has dtype {str(native_desc)}, which herd does not "
+                                   f"reduce; {_HINT}")
         return native_code
     code = parse_dtype(dtype)
     if ITEMSIZE[code] != itemsize:
@@ -148,7 +159,8 @@ def _code_for(native_code, native_desc, itemsize, dtype, what):
 
 
 def _from_ndarray(arr, obj, dtype, what, keep):
-    code = _code_for(numpy_code(arr.dtype), str(arr.dtype), arr.dtype.itemsize, dtype, what)
+    npd = arr.dtype
+    code = _code_for(numpy_code(npd), npd, npd.itemsize, dtype, what)
     if not arr.flags.c_contiguous:
         raise invalid_argument(
             f"{what} is not C-contiguous (shape {arr.shape}, strides {arr.strides}); herd works "
@@ -159,7 +171,7 @@ def _from_ndarray(arr, obj, dtype, what, keep):
     b = Buffer()
     b.obj = obj
     b.ptr = arr.__array_interface__["data"][0]
-    b.count = int(arr.size)
+    b.count = arr.size
     b.dtype = code
     b.device = _capi.DEVICE_CPU
     b.readonly = not arr.flags.writeable

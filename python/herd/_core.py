@@ -58,6 +58,8 @@ _INTERRUPTED = "interrupted"
 
 
 def _reap_orphans():
+    if not _orphans:
+        return
     for hid in list(_orphans):
         if lib.herd_wait_handle(hid, 0) != _capi.ERR_TIMEOUT:
             _orphans.pop(hid, None)
@@ -147,8 +149,14 @@ def abi_version():
     return lib.herd_abi_version()
 
 
+_name_cache = {}  # str -> its checked UTF-8, for names used again and again (bounded)
+
+
 def _name_bytes(name):
     if isinstance(name, str):
+        b = _name_cache.get(name)
+        if b is not None:
+            return b
         b = name.encode("utf-8")
     elif isinstance(name, bytes):
         b = name
@@ -156,6 +164,8 @@ def _name_bytes(name):
         raise errors.invalid_argument(f"a tensor name must be a str, got {type(name).__name__}")
     if b"\0" in b:
         raise errors.invalid_argument(f"tensor name {name!r} contains a NUL character")
+    if isinstance(name, str) and len(_name_cache) < 65536:
+        _name_cache[name] = b
     return b
 
 
@@ -223,7 +233,8 @@ class Handle:
     @property
     def name(self):
         """The tensor name, generated ("push_pull.noname.N") for unnamed submissions."""
-        return self._name
+        n = self._name  # kept as the bytes submitted: decoding costs on every call
+        return n.decode("utf-8", "replace") if isinstance(n, bytes) else n
 
     def poll(self):
         """True once the operation has completed (successfully or not); never blocks."""
@@ -264,12 +275,12 @@ class Handle:
                 if self._status is _INTERRUPTED:
                     raise errors.make(
                         _capi.ERR_NOT_FOUND,
-                        f"'{self._name}' completed during a wait that a signal interrupted; "
+                        f"'{self.name}' completed during a wait that a signal interrupted; "
                         "its status was lost")
                 if self._status is not None:
                     raise errors.make(
                         _capi.ERR_NOT_FOUND,
-                        f"the handle of '{self._name}' was already waited on")
+                        f"the handle of '{self.name}' was already waited on")
                 slice_ms = WAIT_SLICE_MS
                 if deadline is not None:
                     left = deadline - time.monotonic()
@@ -295,7 +306,7 @@ class Handle:
                     if deadline is not None and time.monotonic() >= deadline:
                         raise errors.make(
                             _capi.ERR_TIMEOUT,
-                            f"'{self._name}' did not complete within {timeout} s; the handle "
+                            f"'{self.name}' did not complete within {timeout} s; the handle "
                             "stays valid: wait again or poll")
                     continue  # back to the interpreter for a moment: signals are handled here
                 err = errors.make(st) if st < 0 else None
@@ -324,7 +335,7 @@ class Handle:
 
     def __repr__(self):
         state = "live" if self._status is None else f"done({self._status})"
-        return f"<herd.Handle {self._id} '{self._name}' {state}>"
+        return f"<herd.Handle {self._id} '{self.name}' {state}>"
 
 
 def push_pull_async(array, name=None, op="sum", out=None, dtype=None, prescale=1.0,
@@ -392,7 +403,7 @@ def push_pull_async(array, name=None, op="sum", out=None, dtype=None, prescale=1
                                        send.dtype, code, prescale, postscale, send.device,
                                        ctypes.byref(hid))
     finish = _as_scalar if out is None and _is_scalar(array) else None
-    return Handle(_handle_out(hid, st), name_b.decode("utf-8", "replace"), result,
+    return Handle(_handle_out(hid, st), name_b, result,
                   (send.keep, recv.keep, array, out, result), finish)
 
 
@@ -433,7 +444,7 @@ def broadcast_async(array, root, name=None, dtype=None):
     _set_stream(buf)
     st = lib.herd_broadcast(name_b, buf.ptr or None, buf.count, buf.dtype, root, buf.device,
                             ctypes.byref(hid))
-    return Handle(_handle_out(hid, st), name_b.decode("utf-8", "replace"), array,
+    return Handle(_handle_out(hid, st), name_b, array,
                   (buf.keep, array))
 
 
@@ -453,6 +464,8 @@ def _as_scalar(result):
 
 
 def _factor(value, what):
+    if value.__class__ is float and value == 1.0:
+        return value  # the default, on every call: skip the checks
     try:
         f = float(value)
     except (TypeError, ValueError):
@@ -516,7 +529,7 @@ def _adopt(ptr, count, storage, shape):
 
 
 def _submit_done(hid, st, name_b, keep, finish, result=None):
-    return Handle(_handle_out(hid, st), name_b.decode("utf-8", "replace"), result, keep, finish)
+    return Handle(_handle_out(hid, st), name_b, result, keep, finish)
 
 
 # ---- allgather ----------------------------------------------------------------------------------

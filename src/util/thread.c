@@ -31,6 +31,25 @@ void herd__mutex_lock(pthread_mutex_t *m)
     check(pthread_mutex_lock(m), "pthread_mutex_lock");
 }
 
+int herd__mutex_lock_until(pthread_mutex_t *m, int64_t deadline_ns)
+{
+    if (deadline_ns < 0) {
+        herd__mutex_lock(m);
+        return 0;
+    }
+    /* pthread_mutex_timedlock takes CLOCK_REALTIME: convert what is left of the deadline. */
+    int64_t left = deadline_ns - herd__clock_ns();
+    struct timespec now;
+    clock_gettime(CLOCK_REALTIME, &now);
+    int64_t at = (int64_t)now.tv_sec * 1000000000 + now.tv_nsec + (left > 0 ? left : 0);
+    struct timespec ts = {.tv_sec = at / 1000000000, .tv_nsec = at % 1000000000};
+    int rc = pthread_mutex_timedlock(m, &ts);
+    if (rc == ETIMEDOUT)
+        return 1;
+    check(rc, "pthread_mutex_timedlock");
+    return 0;
+}
+
 void herd__mutex_unlock(pthread_mutex_t *m)
 {
     check(pthread_mutex_unlock(m), "pthread_mutex_unlock");

@@ -10,6 +10,9 @@ void herd__mutex_init(pthread_mutex_t *m);
 void herd__mutex_destroy(pthread_mutex_t *m);
 void herd__mutex_lock(pthread_mutex_t *m);
 void herd__mutex_unlock(pthread_mutex_t *m);
+/* Locks `m` unless `deadline_ns` (herd__clock_ns; < 0: none) passes first: 0 when locked, 1 on
+ * timeout. */
+int herd__mutex_lock_until(pthread_mutex_t *m, int64_t deadline_ns);
 
 /* A condition variable that times out on CLOCK_MONOTONIC, so wall-clock jumps do not matter. */
 void herd__cond_init_monotonic(pthread_cond_t *c);

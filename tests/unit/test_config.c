@@ -226,6 +226,14 @@ static void test_spin_and_idle_poll_bounds(void)
     UNIT_EQ_INT(c.spin_us, 1000000);
     UNIT_EQ_INT(parse_one(&c, "HERD_SPIN_US", "1000001"), HERD_ERR_INVALID_ARG);
     UNIT_CONTAINS(herd_last_error(), "HERD_SPIN_US='1000001'");
+    UNIT_EQ_INT(parse_one(&c, "HERD_WAIT_SPIN_US", "0"), HERD_OK);
+    UNIT_EQ_INT(c.wait_spin_us, 0);
+    UNIT_EQ_INT(parse_one(&c, "HERD_WAIT_SPIN_US", "1000000"), HERD_OK);
+    UNIT_EQ_INT(c.wait_spin_us, 1000000);
+    UNIT_EQ_INT(parse_one(&c, "HERD_WAIT_SPIN_US", "-1"), HERD_ERR_INVALID_ARG);
+    UNIT_CONTAINS(herd_last_error(), "HERD_WAIT_SPIN_US='-1'");
+    herd__config_defaults(&c);
+    UNIT_EQ_INT(c.wait_spin_us, 100);
     UNIT_EQ_INT(parse_one(&c, "HERD_IDLE_POLL_US", "1"), HERD_OK);
     UNIT_EQ_INT(c.idle_poll_us, 1);
     UNIT_EQ_INT(parse_one(&c, "HERD_IDLE_POLL_US", "0"), HERD_ERR_INVALID_ARG);

@@ -99,7 +99,9 @@ typedef struct workload {
     int nt;
     char **names;   /* "<model>/<tensor>", file (backward) order */
     int64_t *count; /* elements */
-    float **buf;    /* one aligned allocation per tensor, as a framework has */
+    int flat;       /* NAME:flat: every tensor a view of `flat`, in forward order */
+    float **buf;    /* one aligned allocation per tensor, as a framework has, or views of flat */
+    float *flat_buf;
     int64_t total;  /* elements in all tensors */
     float *packed;  /* baselines (b) and (c) */
     float *bucket;  /* baselines (d) and (f) */
@@ -133,8 +135,22 @@ static int find_workload(const bench_t *b, const char *name, char *path, size_t 
     return -1;
 }
 
-static int load_workload(workload_t *w, const char *name)
+static int load_workload(workload_t *w, const char *spec)
 {
+    char name[64];
+    const char *colon = strchr(spec, ':');
+    size_t name_len = colon ? (size_t)(colon - spec) : strlen(spec);
+    if (colon != NULL && strcmp(colon, ":flat") != 0) {
+        fprintf(stderr, "herd_bench: workload '%s': the only layout suffix is ':flat'\n", spec);
+        return -1;
+    }
+    if (name_len >= sizeof name) {
+        fprintf(stderr, "herd_bench: workload name '%s' is too long\n", spec);
+        return -1;
+    }
+    memcpy(name, spec, name_len);
+    name[name_len] = '\0';
+    w->flat = colon != NULL;
     if (find_workload(w->b, name, w->path, sizeof w->path) != 0) {
         fprintf(stderr, "herd_bench: workload '%s' not found (tried %s)\n", name,
                 w->b->opt.workload_dir ? w->path
@@ -352,15 +368,28 @@ static void step_buckets_pieces(void *arg)
     buckets(arg, CHUNK_BYTES / (int64_t)sizeof(float));
 }
 
+/* (g) flat layout only: the flat buffer reduced where it lies, one MPI_Allreduce per 4 MiB chunk,
+ * each divided while it is in cache: what a framework that keeps gradients in one buffer
+ * (DDP's gradient_as_bucket_view) would write by hand. */
+static void step_flat_chunks(void *arg)
+{
+    workload_t *w = arg;
+    const int64_t chunk = CHUNK_BYTES / (int64_t)sizeof(float);
+    for (int64_t off = 0; off < w->total; off += chunk)
+        bench_mpi_allreduce(w->flat_buf + off, w->total - off < chunk ? w->total - off : chunk,
+                            1);
+}
+
 /* ---- the section --------------------------------------------------------------------------- */
 
 static void free_workload(workload_t *w)
 {
     for (int i = 0; i < w->nt; i++) {
         free(w->names[i]);
-        if (w->buf)
+        if (w->buf && !w->flat)
             free(w->buf[i]);
     }
+    free(w->flat_buf);
     free(w->names);
     free(w->count);
     free(w->buf);
@@ -382,6 +411,17 @@ static int alloc_workload(workload_t *w)
         return -1;
     memset(w->packed, 0, sizeof(float) * (size_t)w->total);
     memset(w->bucket, 0, BUCKET_BYTES);
+    if (w->flat) {
+        /* Forward order (the reverse of the file's), as a framework lays out its parameters. */
+        if (posix_memalign((void **)&w->flat_buf, 64, sizeof(float) * (size_t)w->total) != 0)
+            return -1;
+        int64_t off = 0;
+        for (int i = w->nt - 1; i >= 0; i--) {
+            w->buf[i] = w->flat_buf + off;
+            off += w->count[i];
+        }
+        return 0;
+    }
     for (int i = 0; i < w->nt; i++) {
         size_t bytes = sizeof(float) * (size_t)(w->count[i] ? w->count[i] : 1);
         if (posix_memalign((void **)&w->buf[i], 64, bytes) != 0)
@@ -390,7 +430,7 @@ static int alloc_workload(workload_t *w)
     return 0;
 }
 
-enum { M_HERD, M_A, M_B, M_C, M_D, M_F, NMETHODS };
+enum { M_HERD, M_A, M_B, M_C, M_D, M_F, M_G, NMETHODS };
 
 void bench_section_workload(bench_t *b, const char *name)
 {
@@ -421,22 +461,24 @@ void bench_section_workload(bench_t *b, const char *name)
         [M_C] = {"c", "(c) packed, 4 MiB chunks, copies in+out", step_packed_chunks, &w},
         [M_D] = {"d", "(d) 1 MiB buckets, big alone in place", step_buckets, &w},
         [M_F] = {"f", "(f) 1 MiB buckets, big in 4 MiB pieces", step_buckets_pieces, &w},
+        [M_G] = {"g", "(g) flat buffer, 4 MiB chunks in place", step_flat_chunks, &w},
     };
+    const int nm = w.flat ? NMETHODS : M_G; /* (g) needs the flat layout */
     const bench_checker_t chk = {prepare, verify, &w};
     int iters = b->opt.iters > 0 ? b->opt.iters : (b->opt.quick ? 3 : 10);
     int warmup = b->opt.warmup >= 0 ? b->opt.warmup : (b->opt.quick ? 1 : 2);
-    double *wall = calloc((size_t)(NMETHODS * iters), sizeof *wall);
-    double *cpu = calloc((size_t)(NMETHODS * iters), sizeof *cpu);
-    bench_run_interleaved(b, m, NMETHODS, warmup, iters, &chk, wall, cpu);
-    int64_t bad = bench_check_methods(b, m, NMETHODS, &chk);
+    double *wall = calloc((size_t)(nm * iters), sizeof *wall);
+    double *cpu = calloc((size_t)(nm * iters), sizeof *cpu);
+    bench_run_interleaved(b, m, nm, warmup, iters, &chk, wall, cpu);
+    int64_t bad = bench_check_methods(b, m, nm, &chk);
     bench_steady_t steady[NMETHODS];
-    for (int k = 0; k < NMETHODS; k++)
+    for (int k = 0; k < nm; k++)
         steady[k] = bench_steady(b, &m[k], b->opt.steady_steps);
 
     /* Figures (rank 0). */
     bench_stat_t ws[NMETHODS], cs[NMETHODS];
     int best = -1;
-    for (int k = 0; k < NMETHODS; k++) {
+    for (int k = 0; k < nm; k++) {
         ws[k] = bench_stat_scale(bench_stat(wall + k * iters, iters), 1e3);
         cs[k] = bench_stat_scale(bench_stat(cpu + k * iters, iters), 1e3);
         if (k != M_HERD && (best < 0 || ws[k].median < ws[best].median))
@@ -453,12 +495,12 @@ void bench_section_workload(bench_t *b, const char *name)
     int alloc = b->alloc_ok;
 
     bench_text(b,
-               "\n== workload %s: %d tensors, %lld float32 (%.1f MB), %d ranks; %d iterations "
+               "\n== workload %s%s: %d tensors, %lld float32 (%.1f MB), %d ranks; %d iterations "
                "after %d warm-up, interleaved\n   %s\n",
-               w.model, w.nt, (long long)w.total, bytes / 1e6, b->size, iters, warmup, w.path);
+               w.model, w.flat ? " (flat: every gradient a view of one buffer)" : "", w.nt, (long long)w.total, bytes / 1e6, b->size, iters, warmup, w.path);
     bench_text(b, "   %-42s %27s %8s | %8s %8s %8s %11s\n", "", "wall ms: median [min - max]",
                "CPU ms", "b2b ms", "allocs", "by herd", "alloc bytes");
-    for (int k = 0; k < NMETHODS; k++) {
+    for (int k = 0; k < nm; k++) {
         char al[32] = "n/a", ah[32] = "n/a", ab[32] = "n/a";
         if (alloc) {
             snprintf(al, sizeof al, "%.1f", steady[k].allocs);
@@ -480,6 +522,7 @@ void bench_section_workload(bench_t *b, const char *name)
 
     bench_json_begin(b, NULL);
     bench_json_str(b, "name", w.model);
+    bench_json_str(b, "layout", w.flat ? "flat" : "separate");
     bench_json_str(b, "file", w.path);
     bench_json_int(b, "tensors", w.nt);
     bench_json_int(b, "elements", (long long)w.total);
@@ -487,7 +530,7 @@ void bench_section_workload(bench_t *b, const char *name)
     bench_json_int(b, "iters", iters);
     bench_json_int(b, "warmup", warmup);
     bench_json_array(b, "methods");
-    for (int k = 0; k < NMETHODS; k++) {
+    for (int k = 0; k < nm; k++) {
         bench_json_begin(b, NULL);
         bench_json_str(b, "key", m[k].key);
         bench_json_str(b, "label", m[k].label);

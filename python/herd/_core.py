@@ -140,6 +140,30 @@ def local_size():
     return _query(lib.herd_local_size, "local_size")
 
 
+def counter_names():
+    """The names of herd's event counters (see counters())."""
+    names = []
+    while True:
+        n = lib.herd_counter_name(len(names))
+        if n is None:
+            return names
+        names.append(_capi.text(n))
+
+
+def counters():
+    """herd's event counters in this process since init, as {name: int}: "ops", "rounds",
+    "rounds_idle", "rounds_on_caller", "wakes_sent", "wakes_live", "wakes_stale", "drives",
+    "drive_busy", "handoffs", "coordinator_signals", "coordinator_timeouts" (herd_counter in
+    herd.h; docs/performance.md says what each one tells). Differences over a window, divided
+    by the "ops" difference, say where the time of each operation went."""
+    v = ctypes.c_int64(0)
+    out = {}
+    for name in counter_names():
+        errors.check(lib.herd_counter(name.encode(), ctypes.byref(v)))
+        out[name] = v.value
+    return out
+
+
 def version():
     """libherd's release version, "MAJOR.MINOR.PATCH"."""
     return _capi.text(lib.herd_version())

@@ -384,9 +384,10 @@ HERD_API int herd_handle_stream_wait(herd_handle_t handle, void *stream);
 /*
  * Event counters since herd_init in this process, for finding where time goes: "ops" (operations
  * completed), "rounds", "rounds_idle" (rounds that completed nothing), "rounds_on_caller" (run by
- * a thread that drove its own wait), "wakes_sent", "wakes_live", "wakes_stale", "drives",
- * "drive_busy", "handoffs" (waits that slept while their op was in flight),
- * "coordinator_signals", "coordinator_timeouts". docs/performance.md explains each.
+ * a thread that drove its own wait), "rounds_patient" (negotiated without holding a core),
+ * "wakes_sent", "wakes_live", "wakes_stale", "drives", "drive_busy", "handoffs" (waits that
+ * slept while their op was in flight), "coordinator_signals", "coordinator_timeouts".
+ * docs/performance.md explains each.
  * herd_counter writes the value of counter `name`; HERD_ERR_INVALID_ARG for an unknown name.
  * herd_counter_name(i) is the i-th name for i = 0, 1, ... and NULL past the last.
  * Thread safety: any thread; values are read without synchronizing with other threads.

@@ -54,7 +54,9 @@
 
 enum { OR_NAMES = 1, OR_STALL_CHECK = 2 }; /* word 0 (inverted): someone has name requests;
                                             someone asks for a stall check */
-enum { AND_SHUTDOWN = 1 }; /* word 1: everyone asked to shut down */
+/* word 1: everyone asked to shut down; every rank's round runs on a thread that drives its own
+ * wait (the next round is then a blocking collective: see run_round) */
+enum { AND_SHUTDOWN = 1, AND_CALLER = 2 };
 enum { HEADER_WORDS = 2 };
 enum { FIRST_SLEEP_NS = 20000 };
 enum { GPU_POLL_NS = 200000 }; /* longest sleep while GPU ops run on the device */
@@ -67,6 +69,8 @@ struct herd_coordinator {
     atomic_int stop;  /* herd_shutdown was called on this rank */
     int64_t spin_ns;      /* HERD_SPIN_US, for the coordinator thread */
     int64_t wait_spin_ns; /* HERD_WAIT_SPIN_US, for a thread driving its own wait */
+    int on_caller;        /* the rounds now run on a thread driving its own wait */
+    int blocking_round;   /* the next round's negotiation is MPI's blocking allreduce */
     int rank, size;
     herd_negotiator_t neg;
     int64_t epoch;           /* rounds run so far: the same on every rank */
@@ -1265,18 +1269,30 @@ static int run_round(herd_coordinator_t *c)
     uint64_t *w = c->round_words;
     int want_check = stall_check_due(c);
     w[0] = ~(uint64_t)((c->outbox_len > 0 ? OR_NAMES : 0) | (want_check ? OR_STALL_CHECK : 0));
-    w[1] = c->shutdown_asked ? AND_SHUTDOWN : 0;
+    w[1] = (c->shutdown_asked ? AND_SHUTDOWN : 0) | (c->on_caller ? AND_CALLER : 0);
     if (words > 0) /* ready_bits is NULL until the first slot exists */
         memcpy(w + HEADER_WORDS, c->ready_bits, (size_t)words * sizeof *w);
     if (c->joined)
         joined_bits(c, w + HEADER_WORDS);
-    int rc = herd__ctrl_allreduce_band(c->d.ctrl, w, HEADER_WORDS + words);
+    /* When every rank's last round ran on a thread waiting for its op (back-to-back calls),
+     * the ranks arrive within microseconds of each other: MPI's blocking allreduce, the fastest.
+     * Otherwise (the coordinator thread, ops submitted during computation) a rank may wait
+     * long for the others, and must not take the core the computation runs on while it does.
+     * Every rank decides alike, from the last round's result. */
+    if (!c->blocking_round)
+        herd__count(HERD_CTR_ROUNDS_PATIENT);
+    int rc = c->blocking_round
+                 ? herd__ctrl_allreduce_band(c->d.ctrl, w, HEADER_WORDS + words)
+                 : herd__ctrl_allreduce_band_patient(c->d.ctrl, w, HEADER_WORDS + words,
+                                                     c->on_caller ? c->wait_spin_ns : 0);
     const char *const *blobs = NULL;
     const size_t *lens = NULL;
     if (rc == HERD_OK && (~w[0] & OR_NAMES))
         rc = herd__ctrl_allgather(c->d.ctrl, c->outbox, c->outbox_len, &blobs, &lens);
     c->outbox_len = 0;
     int all_shutdown = (w[1] & AND_SHUTDOWN) != 0;
+    if (rc == HERD_OK)
+        c->blocking_round = (w[1] & AND_CALLER) != 0;
     int stall_check = (~w[0] & OR_STALL_CHECK) != 0;
     if (rc == HERD_OK)
         rc = herd__negotiate_round(&c->neg, w + HEADER_WORDS, words, blobs, lens);
@@ -1444,7 +1460,9 @@ int herd__coordinator_drive(herd_coordinator_t *c, herd_handle_t handle, int64_t
     int64_t epoch = c->epoch;
     herd__count(HERD_CTR_DRIVES);
     int64_t spin_ns = c->wait_spin_ns > c->spin_ns ? c->wait_spin_ns : c->spin_ns;
+    c->on_caller = 1;
     int r = drive(c, spin_ns, handle_done, &target);
+    c->on_caller = 0;
     int ran = c->epoch != epoch;
     herd__counter_add(HERD_CTR_ROUNDS_CALLER, c->epoch - epoch);
     /* Hand back to the coordinator thread. Clear the flag before looking at the queue: a

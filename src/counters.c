@@ -11,6 +11,7 @@ static const char *const names[HERD_NUM_COUNTERS] = {
     [HERD_CTR_ROUNDS] = "rounds",
     [HERD_CTR_ROUNDS_IDLE] = "rounds_idle",
     [HERD_CTR_ROUNDS_CALLER] = "rounds_on_caller",
+    [HERD_CTR_ROUNDS_PATIENT] = "rounds_patient",
     [HERD_CTR_WAKES_SENT] = "wakes_sent",
     [HERD_CTR_WAKES_LIVE] = "wakes_live",
     [HERD_CTR_WAKES_STALE] = "wakes_stale",

@@ -14,6 +14,8 @@ typedef enum herd_counter_id {
     HERD_CTR_ROUNDS,         /* negotiation rounds run */
     HERD_CTR_ROUNDS_IDLE,    /* rounds that completed no operation */
     HERD_CTR_ROUNDS_CALLER,  /* rounds run by an application thread that drove its own wait */
+    HERD_CTR_ROUNDS_PATIENT, /* rounds negotiated with a nonblocking allreduce, waited for
+                              * without holding a core */
     HERD_CTR_WAKES_SENT,     /* wake broadcasts sent (one per round this rank started) */
     HERD_CTR_WAKES_LIVE,     /* wake messages received that started a round here */
     HERD_CTR_WAKES_STALE,    /* wake messages received for a round that had already run */

@@ -13,11 +13,13 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "counters.h"
 #include "herd.h"
 #include "log.h"
 #include "status.h"
+#include "util/clock.h"
 
 enum { WAKE_TAG = 7001 };
 
@@ -232,6 +234,32 @@ int herd__ctrl_allreduce_band(herd_ctrl_t *c, uint64_t *words, int64_t n)
 {
     int rc = MPI_Allreduce(MPI_IN_PLACE, words, (int)n, MPI_UINT64_T, MPI_BAND, c->comm);
     return rc == MPI_SUCCESS ? HERD_OK : herd__ctrl_mpi_failed(rc, "negotiation MPI_Allreduce");
+}
+
+enum { PATIENT_FIRST_SLEEP_NS = 5000, PATIENT_MAX_SLEEP_NS = 200000 };
+
+int herd__ctrl_allreduce_band_patient(herd_ctrl_t *c, uint64_t *words, int64_t n,
+                                      int64_t spin_ns)
+{
+    MPI_Request req;
+    int rc = MPI_Iallreduce(MPI_IN_PLACE, words, (int)n, MPI_UINT64_T, MPI_BAND, c->comm, &req);
+    if (rc != MPI_SUCCESS)
+        return herd__ctrl_mpi_failed(rc, "negotiation MPI_Iallreduce");
+    int64_t spin_until = herd__clock_ns() + spin_ns;
+    int64_t sleep_ns = PATIENT_FIRST_SLEEP_NS;
+    for (;;) {
+        int done = 0;
+        rc = MPI_Test(&req, &done, MPI_STATUS_IGNORE);
+        if (rc != MPI_SUCCESS)
+            return herd__ctrl_mpi_failed(rc, "MPI_Test on the negotiation MPI_Iallreduce");
+        if (done)
+            return HERD_OK;
+        if (herd__clock_ns() < spin_until)
+            continue;
+        struct timespec pause = {.tv_sec = 0, .tv_nsec = sleep_ns};
+        nanosleep(&pause, NULL);
+        sleep_ns = sleep_ns * 2 < PATIENT_MAX_SLEEP_NS ? sleep_ns * 2 : PATIENT_MAX_SLEEP_NS;
+    }
 }
 
 int herd__ctrl_bcast(herd_ctrl_t *c, void *buf, size_t bytes, int root)

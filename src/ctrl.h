@@ -43,6 +43,12 @@ const void *herd__ctrl_world(const herd_ctrl_t *c);
 
 /* In-place bitwise-AND allreduce of `n` words. */
 int herd__ctrl_allreduce_band(herd_ctrl_t *c, uint64_t *words, int64_t n);
+/* The same as a nonblocking MPI_Iallreduce, waited for without holding a core: polls for
+ * `spin_ns`, then sleeps between polls, backing off from a few microseconds to a fraction of a
+ * millisecond. Every rank must use the same one of the two for the same round (MPI does not
+ * match blocking and nonblocking collectives). */
+int herd__ctrl_allreduce_band_patient(herd_ctrl_t *c, uint64_t *words, int64_t n,
+                                      int64_t spin_ns);
 
 /* Broadcasts `bytes` bytes of buf from `root`. */
 int herd__ctrl_bcast(herd_ctrl_t *c, void *buf, size_t bytes, int root);

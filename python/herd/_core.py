@@ -152,10 +152,11 @@ def counter_names():
 
 def counters():
     """herd's event counters in this process since init, as {name: int}: "ops", "rounds",
-    "rounds_idle", "rounds_on_caller", "wakes_sent", "wakes_live", "wakes_stale", "drives",
-    "drive_busy", "handoffs", "coordinator_signals", "coordinator_timeouts" (herd_counter in
-    herd.h; docs/performance.md says what each one tells). Differences over a window, divided
-    by the "ops" difference, say where the time of each operation went."""
+    "rounds_idle", "rounds_on_caller", "rounds_patient", "wakes_sent", "wakes_live",
+    "wakes_stale", "drives", "drive_busy", "handoffs", "coordinator_signals",
+    "coordinator_timeouts" (herd_counter in herd.h; docs/performance.md says what each one
+    tells). Differences over a window, divided by the "ops" difference, say where the time of
+    each operation went."""
     v = ctypes.c_int64(0)
     out = {}
     for name in counter_names():

@@ -166,8 +166,8 @@ static uint64_t fnv1a(const char *s, size_t n)
     return h;
 }
 
-/* Copies `n` bytes of `src` into k->name, leaving `reserve` bytes free for a grouped member's
- * ".<i>" suffix; a longer name keeps its head and ends in "#<hash of all of it>". */
+/* Copies `n` bytes of `src` into k->name, leaving `reserve` bytes free for the suffixes
+ * ".<i>.shape"; a longer name keeps its head and ends in "#<hash of all of it>". */
 static void set_name(herd_tf_kernel_t *k, const char *src, size_t n, size_t reserve)
 {
     size_t cap = HERD_MAX_NAME_LEN - reserve;
@@ -235,7 +235,7 @@ static void *create_kernel(TF_OpKernelConstruction *c, int kind)
     TF_OpKernelConstruction_GetAttrSize(c, "tensor_name", &list_size, &total, s);
     if (TF_GetCode(s) != TF_OK)
         goto fail;
-    size_t reserve = kind == KIND_GROUPED ? 12 : 0;
+    size_t reserve = 20; /* for ".<i>.shape" */
     if (total > 0) {
         attr_name = malloc((size_t)total);
         if (attr_name == NULL) {
@@ -302,22 +302,29 @@ typedef struct tensor_info {
     TF_DataType tf_dtype;
 } tensor_info_t;
 
+/* Fills `info` from its tensor `t` (dims within HERD_TF_MAX_DIMS: TensorFlow's limit). */
+static void get_input_info(TF_Tensor *t, tensor_info_t *info)
+{
+    info->t = t;
+    info->ndims = TF_NumDims(t);
+    for (int d = 0; d < info->ndims && d < HERD_TF_MAX_DIMS; d++)
+        info->dims[d] = TF_Dim(t, d);
+    info->count = TF_TensorElementCount(t);
+    info->tf_dtype = TF_TensorType(t);
+    info->dtype = herd_dtype(info->tf_dtype);
+}
+
 static int get_input(TF_OpKernelContext *ctx, int i, tensor_info_t *info, TF_Status *s)
 {
     info->t = NULL;
     TF_GetInput(ctx, i, &info->t, s);
     if (TF_GetCode(s) != TF_OK)
         return 0;
-    info->ndims = TF_NumDims(info->t);
+    get_input_info(info->t, info);
     if (info->ndims > HERD_TF_MAX_DIMS) {
         TF_SetStatus(s, TF_INVALID_ARGUMENT, "herd: tensor has too many dimensions");
         return 0;
     }
-    for (int d = 0; d < info->ndims; d++)
-        info->dims[d] = TF_Dim(info->t, d);
-    info->count = TF_TensorElementCount(info->t);
-    info->tf_dtype = TF_TensorType(info->t);
-    info->dtype = herd_dtype(info->tf_dtype);
     if (info->dtype < 0) {
         TF_SetStatus(s, TF_INVALID_ARGUMENT,
                      "herd: unsupported dtype (herd reduces uint8, int8, int32, int64, float16, "
@@ -348,13 +355,141 @@ static int submit_allreduce(const herd_tf_kernel_t *k, const char *name, const v
                                  k->postscale, HERD_DEVICE_CPU, h);
 }
 
-/* Waits for `h` and fails the kernel with herd's status and message if it failed. */
-static int wait_or_fail(TF_OpKernelContext *ctx, herd_handle_t h)
+/* ---- batches: one op's submissions as one herd group, with its shape checks ----------------
+ *
+ * herd compares counts and dtypes across ranks, not shapes. Beside each tensor a kernel
+ * submits, in the same herd group (so in the same negotiation round), a MAX allreduce of
+ * [rank, dims..., -rank, -dims...] named "<name>.shape" (the first dimension left out where
+ * ranks may differ in it: allgather, alltoall). Where any rank differs, max != -min, and every
+ * rank fails with HERD_ERR_MISMATCH. Every execution checks, on every rank: skipping a check on
+ * some ranks only would leave the others waiting for it. */
+
+typedef struct batch {
+    int n;               /* submissions so far */
+    herd_handle_t *h;    /* [cap] handles, 0 where a submission failed */
+    int64_t **shape;     /* [cap] shape vectors (or NULL), 2 * shape_len[i] int64 each */
+    int *shape_len;      /* [cap] */
+    const char **member; /* [cap] the member name each shape check is for */
+    int rc;              /* the first failure */
+    char msg[1024];      /* its message */
+    char names[];        /* cap * (HERD_MAX_NAME_LEN + 1) bytes of member names */
+} batch_t;
+
+/* k->name leaves 20 bytes for ".<i>.shape", so herd never sees more than HERD_MAX_NAME_LEN. */
+enum { NAME_CAP = HERD_MAX_NAME_LEN + 32 };
+
+static batch_t *batch_new(int cap)
 {
-    int rc = herd_wait_handle(h, -1);
-    if (rc != HERD_OK)
-        fail_herd(ctx, rc, NULL);
-    return rc;
+    batch_t *b = calloc(1, sizeof *b + (size_t)cap * NAME_CAP);
+    if (b == NULL)
+        return NULL;
+    b->h = calloc((size_t)cap, sizeof *b->h);
+    b->shape = calloc((size_t)cap, sizeof *b->shape);
+    b->shape_len = calloc((size_t)cap, sizeof *b->shape_len);
+    b->member = calloc((size_t)cap, sizeof *b->member);
+    if (b->h == NULL || b->shape == NULL || b->shape_len == NULL || b->member == NULL) {
+        free(b->h);
+        free(b->shape);
+        free(b->shape_len);
+        free(b->member);
+        free(b);
+        return NULL;
+    }
+    return b;
+}
+
+static void batch_free(batch_t *b)
+{
+    if (b == NULL)
+        return;
+    for (int i = 0; i < b->n; i++)
+        free(b->shape[i]);
+    free(b->h);
+    free(b->shape);
+    free(b->shape_len);
+    free(b->member);
+    free(b);
+}
+
+/* Records `rc` (and this thread's herd message) if it is the batch's first failure. */
+static void batch_note(batch_t *b, int rc, const char *detail)
+{
+    if (rc == HERD_OK || b->rc != HERD_OK)
+        return;
+    b->rc = rc;
+    snprintf(b->msg, sizeof b->msg, "%s", detail != NULL ? detail : herd_last_error());
+}
+
+/* A slot for the next submission: its handle and a name buffer. */
+static int batch_slot(batch_t *b, char **name)
+{
+    int i = b->n++;
+    *name = b->names + (size_t)i * NAME_CAP;
+    return i;
+}
+
+/* Submits the shape check of `in` (dims from `skip` on) for the member named `name`. */
+static void batch_shape_check(batch_t *b, const char *name, const tensor_info_t *in, int skip)
+{
+    char *cname;
+    int i = batch_slot(b, &cname);
+    int k = 1 + (in->ndims > skip ? in->ndims - skip : 0);
+    int64_t *v = malloc(2 * (size_t)k * sizeof *v);
+    if (v == NULL) {
+        batch_note(b, HERD_ERR_NO_MEMORY, "herd: out of memory");
+        return;
+    }
+    v[0] = in->ndims;
+    for (int d = skip; d < in->ndims; d++)
+        v[1 + d - skip] = in->dims[d];
+    for (int j = 0; j < k; j++)
+        v[k + j] = -v[j];
+    b->shape[i] = v;
+    b->shape_len[i] = k;
+    b->member[i] = name;
+    snprintf(cname, NAME_CAP, "%s.shape", name);
+    batch_note(b,
+               herd_push_pull(cname, v, v, 2 * (int64_t)k, HERD_INT64, HERD_MAX, HERD_DEVICE_CPU,
+                              &b->h[i]),
+               NULL);
+}
+
+/* Ends the group, waits for every handle, then compares the shapes. Returns herd's status. */
+static int batch_finish(TF_OpKernelContext *ctx, batch_t *b)
+{
+    batch_note(b, herd_group_end(), NULL);
+    for (int i = 0; i < b->n; i++) {
+        if (b->h[i] != 0)
+            batch_note(b, herd_wait_handle(b->h[i], -1), NULL);
+    }
+    for (int i = 0; b->rc == HERD_OK && i < b->n; i++) {
+        const int64_t *v = b->shape[i];
+        int k = b->shape_len[i];
+        for (int j = 0; v != NULL && j < k; j++) {
+            if (v[j] != -v[k + j]) {
+                snprintf(b->msg, sizeof b->msg,
+                         "tensor '%s': ranks disagree on its shape (%s) although they agree on "
+                         "its element count",
+                         b->member[i], j == 0 ? "rank" : "dimensions");
+                b->rc = HERD_ERR_MISMATCH;
+                break;
+            }
+        }
+    }
+    if (b->rc != HERD_OK)
+        fail_herd(ctx, b->rc, b->msg);
+    return b->rc;
+}
+
+/* A single-tensor op: group, shape check of `in`, then the caller's submission into slot 1. */
+static batch_t *batch_single(const herd_tf_kernel_t *k, const tensor_info_t *in, int skip)
+{
+    batch_t *b = batch_new(2);
+    if (b == NULL)
+        return NULL;
+    herd_group_start();
+    batch_shape_check(b, k->name, in, skip);
+    return b;
 }
 
 static void compute_allreduce(void *kp, TF_OpKernelContext *ctx)
@@ -363,23 +498,28 @@ static void compute_allreduce(void *kp, TF_OpKernelContext *ctx)
     TF_Status *s = TF_NewStatus();
     tensor_info_t in;
     TF_Tensor *out = NULL;
+    batch_t *b = NULL;
     int forwarded = 0;
     if (!get_input(ctx, 0, &in, s))
         goto tf_fail;
     out = same_shape_output(ctx, 0, 0, &in, &forwarded, s);
     if (out == NULL)
         goto tf_fail;
-    herd_handle_t h = 0;
-    int rc = submit_allreduce(k, k->name, TF_TensorData(in.t), TF_TensorData(out), in.count,
-                              in.dtype, &h);
-    if (rc != HERD_OK)
-        fail_herd(ctx, rc, NULL);
-    else
-        wait_or_fail(ctx, h);
+    if ((b = batch_single(k, &in, 0)) == NULL)
+        goto oom;
+    char *unused;
+    int i = batch_slot(b, &unused);
+    batch_note(b, submit_allreduce(k, k->name, TF_TensorData(in.t), TF_TensorData(out), in.count,
+                                   in.dtype, &b->h[i]),
+               NULL);
+    batch_finish(ctx, b);
     goto done;
+oom:
+    TF_SetStatus(s, TF_RESOURCE_EXHAUSTED, "herd: out of memory");
 tf_fail:
     TF_OpKernelContext_Failure(ctx, s);
 done:
+    batch_free(b);
     if (out != NULL)
         TF_DeleteTensor(out);
     if (in.t != NULL)
@@ -387,8 +527,8 @@ done:
     TF_DeleteStatus(s);
 }
 
-/* All members go to herd between herd_group_start and herd_group_end: every rank negotiates
- * them as one unit and herd fuses them. */
+/* Every member and its shape check go to herd as one group: every rank negotiates them as one
+ * unit and herd fuses them (one collective per dtype where they fit the fusion buffer). */
 static void compute_grouped(void *kp, TF_OpKernelContext *ctx)
 {
     herd_tf_kernel_t *k = kp;
@@ -396,71 +536,48 @@ static void compute_grouped(void *kp, TF_OpKernelContext *ctx)
     int n = TF_NumInputs(ctx);
     TF_Tensor **ins = calloc((size_t)n + 1, sizeof *ins);
     TF_Tensor **outs = calloc((size_t)n + 1, sizeof *outs);
-    herd_handle_t *hs = calloc((size_t)n + 1, sizeof *hs);
     tensor_info_t *in = malloc(sizeof *in);
-    char name[HERD_MAX_NAME_LEN + 32]; /* k->name leaves 12 bytes for ".<i>" */
-    char first_msg[1024] = "";
-    int first_rc = HERD_OK, grouped = 0;
-    if (ins == NULL || outs == NULL || hs == NULL || in == NULL) {
+    batch_t *b = batch_new(2 * n);
+    char (*names)[NAME_CAP] = malloc((size_t)(n > 0 ? n : 1) * NAME_CAP);
+    if (ins == NULL || outs == NULL || in == NULL || b == NULL || names == NULL) {
         TF_SetStatus(s, TF_RESOURCE_EXHAUSTED, "herd: out of memory");
         TF_OpKernelContext_Failure(ctx, s);
         goto done;
     }
-    /* Gather every input and output first: a TensorFlow failure then submits nothing. */
+    /* Every input and output first: a TensorFlow failure then submits nothing. */
     for (int i = 0; i < n; i++) {
         int forwarded = 0;
-        if (!get_input(ctx, i, in, s)) {
-            ins[i] = in->t;
-            TF_OpKernelContext_Failure(ctx, s);
-            goto done;
-        }
+        int ok = get_input(ctx, i, in, s);
         ins[i] = in->t;
-        outs[i] = same_shape_output(ctx, i, i, in, &forwarded, s);
-        if (outs[i] == NULL) {
+        if (ok)
+            outs[i] = same_shape_output(ctx, i, i, in, &forwarded, s);
+        if (!ok || outs[i] == NULL) {
             TF_OpKernelContext_Failure(ctx, s);
             goto done;
         }
     }
     herd_group_start();
-    grouped = 1;
     for (int i = 0; i < n; i++) {
-        snprintf(name, sizeof name, "%s.%d", k->name, i);
-        int dtype = herd_dtype(TF_TensorType(ins[i]));
-        int rc = submit_allreduce(k, name, TF_TensorData(ins[i]), TF_TensorData(outs[i]),
-                                  TF_TensorElementCount(ins[i]), dtype, &hs[i]);
-        if (rc != HERD_OK && first_rc == HERD_OK) {
-            first_rc = rc;
-            snprintf(first_msg, sizeof first_msg, "%s", herd_last_error());
-        }
+        get_input_info(ins[i], in);
+        snprintf(names[i], NAME_CAP, "%s.%d", k->name, i);
+        batch_shape_check(b, names[i], in, 0);
+        char *unused;
+        int j = batch_slot(b, &unused);
+        batch_note(b, submit_allreduce(k, names[i], TF_TensorData(ins[i]),
+                                       TF_TensorData(outs[i]), in->count, in->dtype, &b->h[j]),
+                   NULL);
     }
-    int end_rc = herd_group_end();
-    grouped = 0;
-    for (int i = 0; i < n; i++) {
-        if (hs[i] == 0)
-            continue;
-        int rc = herd_wait_handle(hs[i], -1);
-        if (rc != HERD_OK && first_rc == HERD_OK) {
-            first_rc = rc;
-            snprintf(first_msg, sizeof first_msg, "%s", herd_last_error());
-        }
-    }
-    if (first_rc == HERD_OK && end_rc != HERD_OK) {
-        first_rc = end_rc;
-        snprintf(first_msg, sizeof first_msg, "%s", herd_last_error());
-    }
-    if (first_rc != HERD_OK)
-        fail_herd(ctx, first_rc, first_msg);
+    batch_finish(ctx, b);
 done:
-    if (grouped)
-        herd_group_end();
     for (int i = 0; ins != NULL && outs != NULL && i < n; i++) {
         if (outs[i] != NULL)
             TF_DeleteTensor(outs[i]);
         if (ins[i] != NULL)
             TF_DeleteTensor(ins[i]);
     }
+    batch_free(b);
+    free(names);
     free(in);
-    free(hs);
     free(outs);
     free(ins);
     TF_DeleteStatus(s);
@@ -472,6 +589,7 @@ static void compute_broadcast(void *kp, TF_OpKernelContext *ctx)
     TF_Status *s = TF_NewStatus();
     tensor_info_t in;
     TF_Tensor *out = NULL;
+    batch_t *b = NULL;
     int forwarded = 0;
     if (!get_input(ctx, 0, &in, s))
         goto tf_fail;
@@ -480,17 +598,21 @@ static void compute_broadcast(void *kp, TF_OpKernelContext *ctx)
         goto tf_fail;
     if (!forwarded && in.count > 0)
         memcpy(TF_TensorData(out), TF_TensorData(in.t), TF_TensorByteSize(in.t));
-    herd_handle_t h = 0;
-    int rc = herd_broadcast(k->name, TF_TensorData(out), in.count, in.dtype, k->root,
-                            HERD_DEVICE_CPU, &h);
-    if (rc != HERD_OK)
-        fail_herd(ctx, rc, NULL);
-    else
-        wait_or_fail(ctx, h);
+    if ((b = batch_single(k, &in, 0)) == NULL)
+        goto oom;
+    char *unused;
+    int i = batch_slot(b, &unused);
+    batch_note(b, herd_broadcast(k->name, TF_TensorData(out), in.count, in.dtype, k->root,
+                                 HERD_DEVICE_CPU, &b->h[i]),
+               NULL);
+    batch_finish(ctx, b);
     goto done;
+oom:
+    TF_SetStatus(s, TF_RESOURCE_EXHAUSTED, "herd: out of memory");
 tf_fail:
     TF_OpKernelContext_Failure(ctx, s);
 done:
+    batch_free(b);
     if (out != NULL)
         TF_DeleteTensor(out);
     if (in.t != NULL)
@@ -531,12 +653,13 @@ static int check_row(TF_OpKernelContext *ctx, const char *what, int64_t row)
     if (row > 0)
         return 1;
     char msg[200];
-    snprintf(msg, sizeof msg, "herd: %s of a tensor with a zero-sized trailing dimension is not "
-                              "supported", what);
+    snprintf(msg, sizeof msg,
+             "herd: %s of a tensor with a zero-sized trailing dimension is not supported", what);
     fail_msg(ctx, TF_UNIMPLEMENTED, msg);
     return 0;
 }
 
+/* First dimensions may differ across ranks (herd_allgatherv); a scalar gathers as one row. */
 static void compute_allgather(void *kp, TF_OpKernelContext *ctx)
 {
     herd_tf_kernel_t *k = kp;
@@ -545,24 +668,23 @@ static void compute_allgather(void *kp, TF_OpKernelContext *ctx)
     int size = herd_size();
     int64_t *counts = calloc(size > 0 ? (size_t)size : 1, sizeof *counts);
     void *recv = NULL;
-    if (counts == NULL) {
-        TF_SetStatus(s, TF_RESOURCE_EXHAUSTED, "herd: out of memory");
-        in.t = NULL;
-        goto tf_fail;
-    }
+    batch_t *b = NULL;
+    in.t = NULL;
+    if (counts == NULL)
+        goto oom;
     if (!get_input(ctx, 0, &in, s))
         goto tf_fail;
     int64_t row = row_elems(&in);
     if (!check_row(ctx, "allgather", row))
         goto done;
-    herd_handle_t h = 0;
-    int rc = herd_allgatherv(k->name, TF_TensorData(in.t), in.count, row, in.dtype,
-                             HERD_DEVICE_CPU, &recv, counts, &h);
-    if (rc != HERD_OK) {
-        fail_herd(ctx, rc, NULL);
-        goto done;
-    }
-    if (wait_or_fail(ctx, h) != HERD_OK)
+    if ((b = batch_single(k, &in, 1)) == NULL)
+        goto oom;
+    char *unused;
+    int i = batch_slot(b, &unused);
+    batch_note(b, herd_allgatherv(k->name, TF_TensorData(in.t), in.count, row, in.dtype,
+                                  HERD_DEVICE_CPU, &recv, counts, &b->h[i]),
+               NULL);
+    if (batch_finish(ctx, b) != HERD_OK)
         goto done;
     int64_t total = 0;
     for (int r = 0; r < size; r++)
@@ -571,9 +693,12 @@ static void compute_allgather(void *kp, TF_OpKernelContext *ctx)
     if (!output_rows(ctx, 0, &in, total / row, recv, bytes, s))
         goto tf_fail;
     goto done;
+oom:
+    TF_SetStatus(s, TF_RESOURCE_EXHAUSTED, "herd: out of memory");
 tf_fail:
     TF_OpKernelContext_Failure(ctx, s);
 done:
+    batch_free(b);
     herd_free(recv, HERD_DEVICE_CPU);
     free(counts);
     if (in.t != NULL)
@@ -593,13 +718,12 @@ static void compute_alltoall(void *kp, TF_OpKernelContext *ctx)
     int64_t *sendcounts = calloc(n, sizeof(int64_t));
     int64_t *recvcounts = calloc(n, sizeof(int64_t));
     void *recv = NULL;
+    batch_t *b = NULL;
     char msg[256];
     in.t = NULL;
     sp.t = NULL;
-    if (sendcounts == NULL || recvcounts == NULL) {
-        TF_SetStatus(s, TF_RESOURCE_EXHAUSTED, "herd: out of memory");
-        goto tf_fail;
-    }
+    if (sendcounts == NULL || recvcounts == NULL)
+        goto oom;
     if (!get_input(ctx, 0, &in, s) || !get_input(ctx, 1, &sp, s))
         goto tf_fail;
     if (size < 1) {
@@ -642,14 +766,14 @@ static void compute_alltoall(void *kp, TF_OpKernelContext *ctx)
             goto done;
         }
     }
-    herd_handle_t h = 0;
-    int rc = herd_alltoallv(k->name, TF_TensorData(in.t), sendcounts, row, in.dtype,
-                            HERD_DEVICE_CPU, &recv, recvcounts, &h);
-    if (rc != HERD_OK) {
-        fail_herd(ctx, rc, NULL);
-        goto done;
-    }
-    if (wait_or_fail(ctx, h) != HERD_OK)
+    if ((b = batch_single(k, &in, 1)) == NULL)
+        goto oom;
+    char *unused;
+    int i = batch_slot(b, &unused);
+    batch_note(b, herd_alltoallv(k->name, TF_TensorData(in.t), sendcounts, row, in.dtype,
+                                 HERD_DEVICE_CPU, &recv, recvcounts, &b->h[i]),
+               NULL);
+    if (batch_finish(ctx, b) != HERD_OK)
         goto done;
     int64_t total = 0;
     for (int r = 0; r < size; r++) {
@@ -666,9 +790,12 @@ static void compute_alltoall(void *kp, TF_OpKernelContext *ctx)
     memcpy(TF_TensorData(rs), recvcounts, n * sizeof(int64_t));
     TF_DeleteTensor(rs);
     goto done;
+oom:
+    TF_SetStatus(s, TF_RESOURCE_EXHAUSTED, "herd: out of memory");
 tf_fail:
     TF_OpKernelContext_Failure(ctx, s);
 done:
+    batch_free(b);
     herd_free(recv, HERD_DEVICE_CPU);
     free(sendcounts);
     free(recvcounts);
@@ -686,6 +813,7 @@ static void compute_reducescatter(void *kp, TF_OpKernelContext *ctx)
     TF_Status *s = TF_NewStatus();
     tensor_info_t in;
     TF_Tensor *out = NULL;
+    batch_t *b = NULL;
     if (!get_input(ctx, 0, &in, s))
         goto tf_fail;
     if (herd_size() < 1) {
@@ -706,17 +834,22 @@ static void compute_reducescatter(void *kp, TF_OpKernelContext *ctx)
     out = TF_AllocateOutput(ctx, 0, in.tf_dtype, dims, in.ndims, bytes, s);
     if (out == NULL || TF_GetCode(s) != TF_OK)
         goto tf_fail;
-    herd_handle_t h = 0;
-    int rc = herd_reducescatterv(k->name, TF_TensorData(in.t), TF_TensorData(out), in.dims[0],
-                                 row, in.dtype, k->reduce_op, HERD_DEVICE_CPU, &h);
-    if (rc != HERD_OK)
-        fail_herd(ctx, rc, NULL);
-    else
-        wait_or_fail(ctx, h);
+    if ((b = batch_single(k, &in, 0)) == NULL)
+        goto oom;
+    char *unused;
+    int i = batch_slot(b, &unused);
+    batch_note(b, herd_reducescatterv(k->name, TF_TensorData(in.t), TF_TensorData(out),
+                                      in.dims[0], row, in.dtype, k->reduce_op, HERD_DEVICE_CPU,
+                                      &b->h[i]),
+               NULL);
+    batch_finish(ctx, b);
     goto done;
+oom:
+    TF_SetStatus(s, TF_RESOURCE_EXHAUSTED, "herd: out of memory");
 tf_fail:
     TF_OpKernelContext_Failure(ctx, s);
 done:
+    batch_free(b);
     if (out != NULL)
         TF_DeleteTensor(out);
     if (in.t != NULL)

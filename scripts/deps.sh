@@ -62,8 +62,8 @@ if [ "${HERD_DEPS_TORCH:-1}" != 0 ] && ! python3 -c 'import torch, sklearn' 2>/d
 fi
 
 # find_spec, not an import: importing TensorFlow takes seconds, and this runs before every test.
-if [ "${HERD_DEPS_TF:-1}" != 0 ] &&
-    ! python3 -c 'import importlib.util, sys; sys.exit(importlib.util.find_spec("tensorflow") is None)' 2>/dev/null; then
+have_tf='import importlib.util, sys; sys.exit(importlib.util.find_spec("tensorflow") is None)'
+if [ "${HERD_DEPS_TF:-1}" != 0 ] && ! python3 -c "$have_tf" 2>/dev/null; then
     echo "herd: installing tensorflow-cpu (the first time: about 30 s, 1 GB)"
     python3 -m pip install -q tensorflow-cpu 2>/dev/null ||
         python3 -m pip install -q --break-system-packages tensorflow-cpu ||

@@ -358,21 +358,25 @@ static int submit_allreduce(const herd_tf_kernel_t *k, const char *name, const v
 /* ---- batches: one op's submissions as one herd group, with its shape checks ----------------
  *
  * herd compares counts and dtypes across ranks, not shapes. Beside each tensor a kernel
- * submits, in the same herd group (so in the same negotiation round), a MAX allreduce of
- * [rank, dims..., -rank, -dims...] named "<name>.shape" (the first dimension left out where
- * ranks may differ in it: allgather, alltoall). Where any rank differs, max != -min, and every
- * rank fails with HERD_ERR_MISMATCH. Every execution checks, on every rank: skipping a check on
- * some ranks only would leave the others waiting for it. */
+ * submits, in the same herd group (so in the same negotiation round), an allgather of
+ * [number of dims, dims...] named "<name>.shape" (the first dimension left out where ranks may
+ * differ in it: allgather, alltoall). Ranks whose tensors differ in their number of dimensions
+ * send different counts, which herd itself reports as a mismatch; otherwise every rank compares
+ * every rank's dims with rank 0's and fails alike with HERD_ERR_MISMATCH, naming both shapes.
+ * Every execution checks, on every rank: skipping a check on some ranks only (say, "the shape is
+ * the one I checked last time") would leave the others waiting for it. */
 
 typedef struct batch {
     int n;               /* submissions so far */
+    int size;            /* herd_size() when the batch was made */
     herd_handle_t *h;    /* [cap] handles, 0 where a submission failed */
-    int64_t **shape;     /* [cap] shape vectors (or NULL), 2 * shape_len[i] int64 each */
-    int *shape_len;      /* [cap] */
+    int64_t **shape;     /* [cap] shape checks (or NULL): own vector, then every rank's */
+    int *shape_len;      /* [cap] int64 per rank */
+    int *shape_skip;     /* [cap] leading dims left out */
     const char **member; /* [cap] the member name each shape check is for */
     int rc;              /* the first failure */
     char msg[1024];      /* its message */
-    char names[];        /* cap * (HERD_MAX_NAME_LEN + 1) bytes of member names */
+    char names[];        /* cap * NAME_CAP bytes of submission names */
 } batch_t;
 
 /* k->name leaves 20 bytes for ".<i>.shape", so herd never sees more than HERD_MAX_NAME_LEN. */
@@ -383,14 +387,18 @@ static batch_t *batch_new(int cap)
     batch_t *b = calloc(1, sizeof *b + (size_t)cap * NAME_CAP);
     if (b == NULL)
         return NULL;
+    b->size = herd_size();
     b->h = calloc((size_t)cap, sizeof *b->h);
     b->shape = calloc((size_t)cap, sizeof *b->shape);
     b->shape_len = calloc((size_t)cap, sizeof *b->shape_len);
+    b->shape_skip = calloc((size_t)cap, sizeof *b->shape_skip);
     b->member = calloc((size_t)cap, sizeof *b->member);
-    if (b->h == NULL || b->shape == NULL || b->shape_len == NULL || b->member == NULL) {
+    if (b->h == NULL || b->shape == NULL || b->shape_len == NULL || b->shape_skip == NULL ||
+        b->member == NULL) {
         free(b->h);
         free(b->shape);
         free(b->shape_len);
+        free(b->shape_skip);
         free(b->member);
         free(b);
         return NULL;
@@ -407,6 +415,7 @@ static void batch_free(batch_t *b)
     free(b->h);
     free(b->shape);
     free(b->shape_len);
+    free(b->shape_skip);
     free(b->member);
     free(b);
 }
@@ -434,7 +443,8 @@ static void batch_shape_check(batch_t *b, const char *name, const tensor_info_t 
     char *cname;
     int i = batch_slot(b, &cname);
     int k = 1 + (in->ndims > skip ? in->ndims - skip : 0);
-    int64_t *v = malloc(2 * (size_t)k * sizeof *v);
+    size_t ranks = b->size > 0 ? (size_t)b->size : 1;
+    int64_t *v = malloc((1 + ranks) * (size_t)k * sizeof *v);
     if (v == NULL) {
         batch_note(b, HERD_ERR_NO_MEMORY, "herd: out of memory");
         return;
@@ -442,16 +452,24 @@ static void batch_shape_check(batch_t *b, const char *name, const tensor_info_t 
     v[0] = in->ndims;
     for (int d = skip; d < in->ndims; d++)
         v[1 + d - skip] = in->dims[d];
-    for (int j = 0; j < k; j++)
-        v[k + j] = -v[j];
     b->shape[i] = v;
     b->shape_len[i] = k;
+    b->shape_skip[i] = skip;
     b->member[i] = name;
     snprintf(cname, NAME_CAP, "%s.shape", name);
-    batch_note(b,
-               herd_push_pull(cname, v, v, 2 * (int64_t)k, HERD_INT64, HERD_MAX, HERD_DEVICE_CPU,
-                              &b->h[i]),
+    batch_note(b, herd_allgather(cname, v, v + k, k, HERD_INT64, HERD_DEVICE_CPU, &b->h[i]),
                NULL);
+}
+
+/* "[2, 3]" ("[*, 3]" with the first dimension left out) into buf. */
+static void format_shape(char *buf, size_t cap, const int64_t *row, int k, int skip)
+{
+    size_t used = (size_t)snprintf(buf, cap, "[%s", skip ? "*" : "");
+    for (int j = 1; j < k && used < cap; j++)
+        used += (size_t)snprintf(buf + used, cap - used, "%s%lld", (j > 1 || skip) ? ", " : "",
+                                 (long long)row[j]);
+    if (used < cap)
+        snprintf(buf + used, cap - used, "]");
 }
 
 /* Ends the group, waits for every handle, then compares the shapes. Returns herd's status. */
@@ -459,21 +477,31 @@ static int batch_finish(TF_OpKernelContext *ctx, batch_t *b)
 {
     batch_note(b, herd_group_end(), NULL);
     for (int i = 0; i < b->n; i++) {
-        if (b->h[i] != 0)
-            batch_note(b, herd_wait_handle(b->h[i], -1), NULL);
+        if (b->h[i] == 0)
+            continue;
+        int rc = herd_wait_handle(b->h[i], -1);
+        if (rc == HERD_ERR_MISMATCH && b->shape[i] != NULL && b->rc == HERD_OK) {
+            char detail[900];
+            snprintf(detail, sizeof detail, "tensor '%s': ranks disagree on its number of "
+                     "dimensions (%s)", b->member[i], herd_last_error());
+            batch_note(b, rc, detail);
+        }
+        batch_note(b, rc, NULL);
     }
     for (int i = 0; b->rc == HERD_OK && i < b->n; i++) {
-        const int64_t *v = b->shape[i];
+        const int64_t *all = b->shape[i] == NULL ? NULL : b->shape[i] + b->shape_len[i];
         int k = b->shape_len[i];
-        for (int j = 0; v != NULL && j < k; j++) {
-            if (v[j] != -v[k + j]) {
-                snprintf(b->msg, sizeof b->msg,
-                         "tensor '%s': ranks disagree on its shape (%s) although they agree on "
-                         "its element count",
-                         b->member[i], j == 0 ? "rank" : "dimensions");
-                b->rc = HERD_ERR_MISMATCH;
-                break;
-            }
+        for (int r = 1; all != NULL && r < b->size; r++) {
+            if (memcmp(all, all + (size_t)r * (size_t)k, (size_t)k * sizeof *all) == 0)
+                continue;
+            char s0[200], sr[200];
+            format_shape(s0, sizeof s0, all, k, b->shape_skip[i]);
+            format_shape(sr, sizeof sr, all + (size_t)r * (size_t)k, k, b->shape_skip[i]);
+            snprintf(b->msg, sizeof b->msg,
+                     "tensor '%s': ranks disagree on its shape: rank 0 has %s, rank %d has %s",
+                     b->member[i], s0, r, sr);
+            b->rc = HERD_ERR_MISMATCH;
+            break;
         }
     }
     if (b->rc != HERD_OK)

@@ -207,8 +207,8 @@ def test_alltoall_and_reducescatter_gradients(mode):
 # ---- errors ------------------------------------------------------------------------------
 
 
-def expect_mismatch(mode, fn, *args):
-    with pytest.raises(tf.errors.FailedPreconditionError, match="HERD_ERR_MISMATCH"):
+def expect_mismatch(mode, fn, *args, match=""):
+    with pytest.raises(tf.errors.FailedPreconditionError, match="HERD_ERR_MISMATCH: " + match):
         out = run(mode, fn, *args)
         tf.nest.map_structure(lambda t: t.numpy(), out)
 
@@ -219,7 +219,13 @@ def test_mismatches_raise_on_every_rank(mode):
     expect_mismatch(mode, lambda t: hvd.allreduce(t, name="count"), tf.ones([R + 2]))
     # Shape with the same count: herd compares counts; the op compares shapes too.
     shape = [2, 3] if R == 0 else [3, 2]
-    expect_mismatch(mode, lambda t: hvd.allreduce(t, name="shape"), tf.ones(shape))
+    expect_mismatch(mode, lambda t: hvd.allreduce(t, name="shape"), tf.ones(shape),
+                    match=r"tensor 'allreduce.shape': ranks disagree on its shape: rank 0 has "
+                          r"\[2, 3\], rank 1 has \[3, 2\]")
+    # Number of dimensions with the same count.
+    expect_mismatch(mode, lambda t: hvd.allreduce(t, name="ndims"),
+                    tf.ones([6] if R == 0 else [2, 3]), match="tensor 'allreduce.ndims': ranks "
+                    "disagree on its number of dimensions")
     # Dtype.
     dtype = tf.float32 if R == 0 else tf.float64
     expect_mismatch(mode, lambda t: hvd.allreduce(t, name="dtype"), tf.ones([4], dtype))
@@ -228,9 +234,12 @@ def test_mismatches_raise_on_every_rank(mode):
     expect_mismatch(mode, lambda t: hvd.allreduce(t, op=op, name="op"), tf.ones([4]))
     # Root.
     expect_mismatch(mode, lambda t: hvd.broadcast(t, R, name="root"), tf.ones([4]))
-    # Trailing dimensions of an allgather.
+    # Trailing dimensions of an allgather: herd compares the row size, the op the dims.
+    expect_mismatch(mode, lambda t: hvd.allgather(t, name="row"),
+                    tf.ones([1, 2] if R == 0 else [1, 3]), match="tensor 'allgather.row'")
     expect_mismatch(mode, lambda t: hvd.allgather(t, name="trailing"),
-                    tf.ones([1, 2] if R == 0 else [1, 3]))
+                    tf.ones([R + 1, 2, 3] if R == 0 else [R + 1, 3, 2]),
+                    match=r".*rank 0 has \[\*, 2, 3\], rank 1 has \[\*, 3, 2\]")
     # Grouped: one member's shape.
     expect_mismatch(mode, lambda a, b: hvd.grouped_allreduce([a, b], name="grp"),
                     tf.ones([2]), tf.ones(shape))

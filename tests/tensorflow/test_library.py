@@ -70,3 +70,16 @@ def test_library_lookup_error_is_clear(monkeypatch):
     monkeypatch.setenv("HERD_TF_LIBRARY", "/nonexistent/libherd_tf.so")
     with pytest.raises(ImportError, match="HERD_TF_LIBRARY"):
         _ops._load_library()
+
+
+def test_missing_tensorflow_is_one_clear_import_error():
+    if herd.rank() != 0:
+        return
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OMPI_", "PMIX_", "PMI_"))}
+    script = ("import sys; sys.modules['tensorflow'] = None\n"
+              "try:\n    import herd.tensorflow\nexcept ImportError as e:\n    print('IE', e)\n"
+              "import herd\nprint('herd', herd.version())\n")
+    p = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True,
+                       timeout=60)
+    assert "IE herd.tensorflow needs TensorFlow" in p.stdout, (p.stdout, p.stderr[-2000:])
+    assert "herd " in p.stdout  # plain `import herd` does not need TensorFlow

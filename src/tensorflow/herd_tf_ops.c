@@ -19,8 +19,13 @@
  *
  * Names. The herd tensor name is the op's `tensor_name` attribute, or, when that is empty, the
  * node's name (TF_OpKernelConstruction_GetName): identical graphs give identical node names on
- * every rank. Grouped members are "<name>.<i>". A name longer than HERD_MAX_NAME_LEN keeps its
- * head and gets a hash of the whole name, the same on every rank.
+ * every rank. Grouped members are "<name>.<i>", each tensor's shape check "<name>.shape". A
+ * name longer than HERD_MAX_NAME_LEN keeps its head and gets a hash of the whole name, the same
+ * on every rank.
+ *
+ * Groups. Each kernel submits its tensors and their shape checks between herd_group_start and
+ * herd_group_end (per thread, so on the kernel's own thread), then waits for every handle:
+ * herd negotiates them as one unit, and a failure of any is reported once, on every rank.
  *
  * Threads and completion. A kernel submits to herd and then sleeps in herd_wait_handle(-1)
  * (a condition variable, or the rounds its own operation needs run on this thread: no

@@ -292,3 +292,15 @@ def test_many_ops_in_one_function_keep_program_order():
 
     outs = many(tf.constant(float(R)))
     assert [float(o) for o in outs] == [sum(range(N)) + N * i for i in range(12)]
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_empty_tensors(mode):
+    def fn(a, b):
+        return (hvd.allreduce(a, op=hvd.Sum), hvd.broadcast(a, 0), hvd.grouped_allreduce([a, a]),
+                hvd.allgather(b))
+
+    # Every rank empty for the reductions; allgather rows: rank r gives r rows (rank 0 none).
+    out = run(mode, fn, tf.zeros([0, 3]), tf.ones([R, 3]))
+    assert out[0].shape == (0, 3) and out[1].shape == (0, 3) and out[2][0].shape == (0, 3)
+    assert out[3].shape == (N * (N - 1) // 2, 3)

@@ -22,12 +22,12 @@ dependencies) and never folds, deduplicates or prunes them.
 
 import os
 import re
-from pathlib import Path
 
 import tensorflow as tf
 
 import herd
 from herd import _capi, errors
+from herd._build_info import tf_op_library_candidates
 
 from .compression import Compression
 
@@ -74,19 +74,6 @@ class _GlobalProcessSet:
 global_process_set = _GlobalProcessSet()
 
 
-def _candidates():
-    here = Path(herd.__file__).resolve().parent
-    for p in sorted(here.glob("libherd_tf.so*")):
-        yield "installed beside the herd package", p
-    root = here.parent.parent
-    if (root / "include" / "herd.h").is_file():
-        builds = [root / "build"] + sorted(p for p in root.glob("build?*") if p.is_dir())
-        for b in builds:
-            p = b / "src" / "tensorflow" / "libherd_tf.so"
-            if p.exists():
-                yield "build tree", p
-
-
 def _load_library():
     env = os.environ.get("HERD_TF_LIBRARY")
     if env:
@@ -96,7 +83,7 @@ def _load_library():
             raise ImportError(f"herd.tensorflow: cannot load HERD_TF_LIBRARY={env!r}: "
                               f"{e}") from None
     tried = []
-    for where, p in _candidates():
+    for where, p in tf_op_library_candidates():
         try:
             return tf.load_op_library(str(p)), str(p)
         except (tf.errors.NotFoundError, OSError) as e:

@@ -88,15 +88,16 @@ def test_gradient_tape_matches_one_process(kind, mode):
     assert_same_weights(m, single_process(kind, x, y))
 
 
-def test_keras_fit_matches_one_process():
+@pytest.mark.parametrize("kind", ["sgd", "adam"])
+def test_keras_fit_matches_one_process(kind):
     epochs = 2
     x, y = data()
     reference = model(seed=0)
-    reference.compile(optimizer=optimizer("adam"), loss=LOSS)
+    reference.compile(optimizer=optimizer(kind), loss=LOSS)
     reference.fit(x, y, batch_size=GLOBAL, epochs=epochs, shuffle=False, verbose=0)
 
     m = model(seed=200 + R)  # broadcast by the callback
-    m.compile(optimizer=hk.DistributedOptimizer(optimizer("adam")), loss=LOSS,
+    m.compile(optimizer=hk.DistributedOptimizer(optimizer(kind)), loss=LOSS,
               metrics=["accuracy"])
     xs = np.concatenate([shard(x, s) for s in range(STEPS)])
     ys = np.concatenate([shard(y, s) for s in range(STEPS)])

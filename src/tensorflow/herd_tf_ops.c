@@ -33,7 +33,7 @@
  * TF_NewAsyncKernelBuilder hands compute_async_func the address of ComputeAsync's own by-value
  * `done` argument (tensorflow/c/kernels.cc, CAsyncOpKernel::ComputeAsync), which is destroyed
  * when compute_async_func returns, so TF_RunAsyncOpKernelDoneCallback may only be called before
- * returning. A blocked kernel holds one inter-op thread of TensorFlow; the program order above
+ * returning (on TensorFlow 2.21 a later call crashes: docs/tensorflow.md). A blocked kernel holds one inter-op thread of TensorFlow; the program order above
  * means one function holds at most one at a time, so blocked kernels cannot starve the pool
  * of the collective another rank waits for. docs/tensorflow.md has the details.
  *

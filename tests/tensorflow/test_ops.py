@@ -304,3 +304,9 @@ def test_empty_tensors(mode):
     out = run(mode, fn, tf.zeros([0, 3]), tf.ones([R, 3]))
     assert out[0].shape == (0, 3) and out[1].shape == (0, 3) and out[2][0].shape == (0, 3)
     assert out[3].shape == (N * (N - 1) // 2, 3)
+
+
+def test_host_side_helpers():
+    assert hvd.broadcast_object({"r": R}, root_rank=N - 1) == {"r": N - 1}
+    assert hvd.allgather_object(R * 2) == [2 * r for r in range(N)]
+    hvd.barrier()

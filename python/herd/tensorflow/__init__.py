@@ -51,6 +51,7 @@ from herd import (  # noqa: F401 - re-exported, as horovod.tensorflow does
     size,
 )
 
+from . import _ops
 from ._ops import (  # noqa: F401
     DTYPES,
     Adasum,
@@ -74,6 +75,31 @@ from ._optimizer import (  # noqa: F401
     broadcast_variables,
 )
 from .compression import Compression
+
+
+def broadcast_object(obj, root_rank=0, name=None, process_set=global_process_set):
+    """root_rank's picklable `obj` on every rank (eager, host side: herd.broadcast_object)."""
+    _ops._check_process_set(process_set)
+    return _herd.broadcast_object(obj, root=root_rank, name=name)
+
+
+def allgather_object(obj, name=None, process_set=global_process_set):
+    """Every rank's picklable `obj`, as a list in rank order (herd.allgather_object)."""
+    _ops._check_process_set(process_set)
+    return _herd.allgather_object(obj, name=name)
+
+
+def barrier(process_set=global_process_set):
+    """Returns once every rank has called barrier() (host side, eager)."""
+    _ops._check_process_set(process_set)
+    _herd.barrier()
+
+
+def join():
+    """For uneven data (herd.join): a rank out of batches calls join() and takes part, with
+    zeros, in what the others still submit, until every rank has joined. Returns the last rank
+    to join. Eager and host side."""
+    return _herd.join()
 
 
 def broadcast_global_variables(root_rank):
@@ -120,5 +146,5 @@ __all__ = [
     "allreduce", "grouped_allreduce", "allgather", "broadcast", "alltoall", "reducescatter",
     "broadcast_variables", "DistributedGradientTape", "DistributedOptimizer", "Compression",
     "Average", "Sum", "Adasum", "Min", "Max", "Product", "global_process_set", "DTYPES",
-    "library_path",
+    "library_path", "broadcast_object", "allgather_object", "barrier", "join",
 ]

@@ -5,6 +5,9 @@
 # scikit-learn (PyPI; ~2 min and ~5 GB the first time) for herd.torch, its tests and the PyTorch
 # example. HERD_DEPS_TORCH=0 skips those two; if their install fails, herd builds and tests
 # without them (the torch tests are then not registered, demo.sh trains the numpy model).
+# tensorflow-cpu (PyPI; ~30 s and ~1 GB the first time) for the op library libherd_tf.so,
+# herd.tensorflow / herd.keras and their tests; HERD_DEPS_TF=0 skips it, and herd builds and
+# tests without it when the install fails (the op library and its tests are then skipped).
 # With HERD_DEPS_CLANG=1 (scripts/test.sh sets it for its fuzz stage) also clang and its
 # sanitizer/libFuzzer runtimes; gcc's ASan, UBSan and TSan runtimes come with gcc.
 # Sourced by scripts/demo.sh and scripts/test.sh; safe to run again.
@@ -56,4 +59,13 @@ if [ "${HERD_DEPS_TORCH:-1}" != 0 ] && ! python3 -c 'import torch, sklearn' 2>/d
     python3 -m pip install -q torch scikit-learn 2>/dev/null ||
         python3 -m pip install -q --break-system-packages torch scikit-learn ||
         echo "herd: could not install torch and scikit-learn; herd.torch is not tested" >&2
+fi
+
+# find_spec, not an import: importing TensorFlow takes seconds, and this runs before every test.
+have_tf='import importlib.util, sys; sys.exit(importlib.util.find_spec("tensorflow") is None)'
+if [ "${HERD_DEPS_TF:-1}" != 0 ] && ! python3 -c "$have_tf" 2>/dev/null; then
+    echo "herd: installing tensorflow-cpu (the first time: about 30 s, 1 GB)"
+    python3 -m pip install -q tensorflow-cpu 2>/dev/null ||
+        python3 -m pip install -q --break-system-packages tensorflow-cpu ||
+        echo "herd: could not install tensorflow-cpu; herd.tensorflow is not built or tested" >&2
 fi

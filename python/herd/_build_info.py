@@ -11,6 +11,7 @@ Like `horovodrun --check-build`. Three sources, none of which starts MPI or impo
 import ctypes
 import importlib.util
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -57,6 +58,31 @@ def _importable(name):
         return False
 
 
+def tf_op_library_candidates():
+    """Yields (where, path) of TensorFlow op libraries (libherd_tf.so) in herd.tensorflow's
+    search order, after $HERD_TF_LIBRARY: beside the installed package, then a checkout's
+    build*/src/tensorflow/. Needs no TensorFlow."""
+    here = Path(__file__).resolve().parent
+    for p in sorted(here.glob("libherd_tf.so*")):
+        yield "installed beside the herd package", p
+    root = here.parent.parent
+    if (root / "include" / "herd.h").is_file():
+        builds = [root / "build"] + sorted(p for p in root.glob("build?*") if p.is_dir())
+        for b in builds:
+            p = b / "src" / "tensorflow" / "libherd_tf.so"
+            if p.exists():
+                yield "build tree", p
+
+
+def _tf_op_library():
+    env = os.environ.get("HERD_TF_LIBRARY")
+    if env:
+        return env
+    for _, p in tf_op_library_candidates():
+        return str(p)
+    return None
+
+
 def build_info():
     """Returns a dict describing this herd build and its surroundings.
 
@@ -64,7 +90,8 @@ def build_info():
     path), build_info_file, mpi_library (the MPI loaded in this process, its own version line),
     mpi_version (the MPI standard version built against), mpi_libraries, mpirun (on PATH, or
     None), cuda and nccl (built into libherd: True/False, None when unknown), torch and tensorflow
-    (importable here: True/False; neither is imported). Never raises for a missing piece.
+    (importable here: True/False; neither is imported), tensorflow_ops (the TensorFlow op
+    library herd.tensorflow would load, or None). Never raises for a missing piece.
     """
     from . import __version__
 
@@ -84,6 +111,7 @@ def build_info():
         "nccl": built.get("nccl"),
         "torch": _importable("torch"),
         "tensorflow": _importable("tensorflow"),
+        "tensorflow_ops": _tf_op_library(),
     }
 
 
@@ -112,5 +140,7 @@ def format_build_info(info):
         f"  {mark(info['nccl'])} NCCL        {built(info['nccl'])}",
         f"  {mark(info['torch'])} torch       {found(info['torch'])}",
         f"  {mark(info['tensorflow'])} TensorFlow  {found(info['tensorflow'])}",
+        f"  {mark(info['tensorflow_ops'])} TF ops      "
+        + (info["tensorflow_ops"] or "libherd_tf.so not found (docs/tensorflow.md)"),
     ]
     return "\n".join(lines)

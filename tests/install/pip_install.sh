@@ -7,7 +7,8 @@
 #   2. `pip wheel .` reusing the same CMake build directory (no build isolation: the venv sees
 #      scikit-build-core installed by scripts/deps.sh) with a CMake option passed through
 #      (HERD_WITH_CUDA=OFF: only the data-plane stub recompiles), its contents checked, then the
-#      package uninstalled and the wheel installed, and the same job run again.
+#      package uninstalled and the wheel installed, and the same job run again. Where TensorFlow
+#      is importable, the wheel must hold the op library and herd.tensorflow must load it.
 # Usage: pip_install.sh <source dir> <work dir>
 set -euo pipefail
 src=$1 work=$2
@@ -75,8 +76,24 @@ assert not missing, f"wheel lacks {sorted(missing)}"
 assert not stray, f"wheel holds {stray}"
 info = json.loads(zipfile.ZipFile(sys.argv[1]).read("herd/herd_build_info.json"))
 assert info["with_cuda_option"] == "OFF" and info["cuda"] is False, info
+import importlib.util
+# Built without isolation where TensorFlow is importable: the op library is in the wheel.
+if importlib.util.find_spec("tensorflow") is not None:
+    assert "herd/libherd_tf.so" in names, "wheel lacks herd/libherd_tf.so (TensorFlow found)"
 PY
 "$py" -m pip uninstall -q -y herd
 "$py" -m pip install -q --no-deps "$whl"
 check_job
+have_tf='import importlib.util, sys; sys.exit(importlib.util.find_spec("tensorflow") is None)'
+if "$py" -c "$have_tf"; then
+    step "herd.tensorflow from the wheel"
+    (cd "$work/run" && TF_CPP_MIN_LOG_LEVEL=3 "$py" -c '
+import herd.tensorflow as hvd, tensorflow as tf
+assert hvd.library_path.startswith("'"$venv"'/"), hvd.library_path
+hvd.init()
+assert hvd.allreduce(tf.ones([3]), op=hvd.Sum).numpy().tolist() == [1.0, 1.0, 1.0]
+hvd.shutdown()
+print("herd.tensorflow:", hvd.library_path)
+')
+fi
 step "done"

@@ -112,6 +112,15 @@ typedef struct bench_steady {
 } bench_steady_t;
 bench_steady_t bench_steady(bench_t *b, const bench_method_t *m, int steps);
 
+/* herd's event counters (herd_counter): a snapshot, and the differences between two printed
+ * (rank 0) and written to the JSON object as "herd_counters_per_<unit>", divided by `units`,
+ * or by the "ops" difference when `units` is 0. */
+enum { BENCH_MAX_COUNTERS = 32 };
+void bench_counters_snap(int64_t v[BENCH_MAX_COUNTERS]);
+void bench_counters_per(bench_t *b, const char *what, const char *unit, int64_t units,
+                        const int64_t before[BENCH_MAX_COUNTERS],
+                        const int64_t after[BENCH_MAX_COUNTERS]);
+
 /* ---- herd helpers (a herd error or a hang aborts every rank with the message) -------------- */
 
 void bench_herd_check(int rc, const char *what, const char *name);

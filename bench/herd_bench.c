@@ -337,46 +337,6 @@ static void lat_mpi_block(void *arg)
         lat_mpi(arg);
 }
 
-/* herd's event counters (herd_counter), for per-op figures over a window. */
-enum { MAX_COUNTERS = 32 };
-
-static void counters_snap(int64_t v[MAX_COUNTERS])
-{
-    for (int i = 0; i < MAX_COUNTERS; i++) {
-        const char *name = herd_counter_name(i);
-        v[i] = 0;
-        if (name != NULL)
-            herd_counter(name, &v[i]);
-    }
-}
-
-/* "rounds 1.00 rounds_idle 0.00 ..." per op over the window [before, after]; rank 0 prints. */
-static void counters_per_op(bench_t *b, const char *what, const int64_t before[MAX_COUNTERS],
-                            const int64_t after[MAX_COUNTERS])
-{
-    int ops_index = -1;
-    for (int i = 0; herd_counter_name(i) != NULL && i < MAX_COUNTERS; i++)
-        if (strcmp(herd_counter_name(i), "ops") == 0)
-            ops_index = i;
-    double n = ops_index >= 0 ? (double)(after[ops_index] - before[ops_index]) : 0;
-    if (n <= 0)
-        return;
-    char line[1024];
-    int len = 0;
-    bench_json_begin(b, "herd_counters_per_op");
-    for (int i = 0; herd_counter_name(i) != NULL && i < MAX_COUNTERS; i++) {
-        if (i == ops_index)
-            continue;
-        double v = (double)(after[i] - before[i]) / n;
-        bench_json_num(b, herd_counter_name(i), v);
-        if (len < (int)sizeof line)
-            len += snprintf(line + len, sizeof line - (size_t)len, " %s %.2f",
-                            herd_counter_name(i), v);
-    }
-    bench_json_end(b);
-    bench_text(b, "   %s, per op (rank 0):%s\n", what, line);
-}
-
 static void section_latency(bench_t *b)
 {
     latency_t l = {.b = b, .block = b->opt.quick ? 10 : 100};
@@ -394,10 +354,10 @@ static void section_latency(bench_t *b)
     double *bwall = calloc((size_t)(2 * blocks), sizeof *bwall);
     double *bcpu = calloc((size_t)(2 * blocks), sizeof *bcpu);
     bench_run_interleaved(b, m, 2, warmup, iters, &chk, wall, cpu);
-    int64_t before[MAX_COUNTERS], after[MAX_COUNTERS];
-    counters_snap(before);
+    int64_t before[BENCH_MAX_COUNTERS], after[BENCH_MAX_COUNTERS];
+    bench_counters_snap(before);
     bench_run_interleaved(b, mb, 2, 1, blocks, &chk, bwall, bcpu);
-    counters_snap(after);
+    bench_counters_snap(after);
     int64_t bad = bench_check_methods(b, m, 2, &chk);
     bench_steady_t st[2] = {bench_steady(b, &m[0], 200), bench_steady(b, &m[1], 200)};
 
@@ -436,7 +396,7 @@ static void section_latency(bench_t *b)
         bench_json_num(b, "herd_allocs_per_op", b->alloc_herd ? st[k].herd_allocs : NAN);
         bench_json_end(b);
     }
-    counters_per_op(b, "herd back to back", before, after);
+    bench_counters_per(b, "herd back to back", "op", 0, before, after);
     bench_json_int(b, "wrong", (long long)bad);
     bench_json_end(b);
     free(wall);

@@ -458,3 +458,45 @@ int bench_parse_bytes(const char *text, int64_t *out)
     *out = (int64_t)v << shift;
     return 0;
 }
+
+/* ---- herd's event counters ----------------------------------------------------------------- */
+
+void bench_counters_snap(int64_t v[BENCH_MAX_COUNTERS])
+{
+    for (int i = 0; i < BENCH_MAX_COUNTERS; i++) {
+        const char *name = herd_counter_name(i);
+        v[i] = 0;
+        if (name != NULL)
+            herd_counter(name, &v[i]);
+    }
+}
+
+void bench_counters_per(bench_t *b, const char *what, const char *unit, int64_t units,
+                        const int64_t before[BENCH_MAX_COUNTERS],
+                        const int64_t after[BENCH_MAX_COUNTERS])
+{
+    int ops_index = -1;
+    for (int i = 0; i < BENCH_MAX_COUNTERS && herd_counter_name(i) != NULL; i++)
+        if (strcmp(herd_counter_name(i), "ops") == 0)
+            ops_index = i;
+    double n = units > 0 ? (double)units
+               : ops_index >= 0 ? (double)(after[ops_index] - before[ops_index])
+                                : 0;
+    if (n <= 0)
+        return;
+    char line[1024], key[64];
+    int len = 0;
+    snprintf(key, sizeof key, "herd_counters_per_%s", unit);
+    bench_json_begin(b, key);
+    for (int i = 0; i < BENCH_MAX_COUNTERS && herd_counter_name(i) != NULL; i++) {
+        if (i == ops_index && units <= 0)
+            continue;
+        double v = (double)(after[i] - before[i]) / n;
+        bench_json_num(b, herd_counter_name(i), v);
+        if (len < (int)sizeof line)
+            len += snprintf(line + len, sizeof line - (size_t)len, " %s %.2f",
+                            herd_counter_name(i), v);
+    }
+    bench_json_end(b);
+    bench_text(b, "   %s, per %s (rank 0):%s\n", what, unit, line);
+}

@@ -472,8 +472,14 @@ void bench_section_workload(bench_t *b, const char *name)
     bench_run_interleaved(b, m, nm, warmup, iters, &chk, wall, cpu);
     int64_t bad = bench_check_methods(b, m, nm, &chk);
     bench_steady_t steady[NMETHODS];
-    for (int k = 0; k < nm; k++)
+    int64_t before[BENCH_MAX_COUNTERS], after[BENCH_MAX_COUNTERS];
+    for (int k = 0; k < nm; k++) {
+        if (k == M_HERD)
+            bench_counters_snap(before);
         steady[k] = bench_steady(b, &m[k], b->opt.steady_steps);
+        if (k == M_HERD)
+            bench_counters_snap(after);
+    }
 
     /* Figures (rank 0). */
     bench_stat_t ws[NMETHODS], cs[NMETHODS];
@@ -555,6 +561,7 @@ void bench_section_workload(bench_t *b, const char *name)
     bench_json_num(b, "B_GBps", b->memcpy_bw / 1e9);
     bench_json_stat(b, "ms", limit);
     bench_json_end(b);
+    bench_counters_per(b, "herd back to back", "step", b->opt.steady_steps, before, after);
     bench_json_str(b, "best_baseline", m[best].key);
     bench_json_num(b, "herd_over_best_baseline", vs_best);
     bench_json_num(b, "herd_over_limit", vs_limit);

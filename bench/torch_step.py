@@ -41,6 +41,7 @@ try:
 except ModuleNotFoundError:
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "python"))
     import herd.torch as hvd
+import herd  # noqa: E402 - after herd.torch, which set up the import path; for herd.counters()
 
 
 class Block(torch.nn.Module):
@@ -199,16 +200,21 @@ def main():
     if args.only:
         keys = [k for k in keys if k.startswith(args.only)]
     times = {k: [] for k in keys}
+    counted = {k: {} for k in keys}  # herd's event counters summed over the timed calls
     sync = torch.zeros(1)
     for r in range(args.warmup + args.rounds):
         order = keys[r % len(keys):] + keys[:r % len(keys)]  # rotate: no variant always first
         for k in order:
             hvd.allreduce_(sync, name="bench.barrier")
+            before = herd.counters()
             t0 = time.perf_counter()
             variants[k]()
             dt = time.perf_counter() - t0
+            after = herd.counters()
             if r >= args.warmup:
                 times[k].append(dt)
+                for c in after:
+                    counted[k][c] = counted[k].get(c, 0) + after[c] - before[c]
     # A variant's time is the slower rank's (the step ends when the last rank is done).
     med = {}
     for k in keys:
@@ -236,6 +242,13 @@ def main():
             print(f"  step herd over local:            "
                   f"{med['step.herd'][0] - med['step.local'][0]:.2f} ms;  DDP over local: "
                   f"{best_ddp - med['step.local'][0]:.2f} ms")
+        print("  herd's counters per call (rank 0; herd.counters()):")
+        for k in keys:
+            c, n = counted[k], len(times[k])
+            if n and c.get("ops"):
+                print(f"  {k:18s} " + " ".join(f"{name} {v / n:.2f}" for name, v in c.items()
+                                                if name != "ops" and v)
+                      + f" ops {c['ops'] / n:.1f}")
     # Every rank fed every variant the same batch the same number of times, so every model must
     # hold the weights of the local one (averaging equal gradients changes nothing).
     ok = True

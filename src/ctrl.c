@@ -91,6 +91,14 @@ static int init_mpi(herd_ctrl_t *c)
     MPI_Initialized(&initialized);
     if (!initialized || mpi_is_herds) {
         if (!initialized) {
+#ifdef OPEN_MPI
+            /* Open MPI busy-polls while a collective waits; with no spare core (an unbound
+             * rank, other jobs, a training step's compute) the rank it waits for may be the
+             * one it keeps off the core, for a whole time slice. Yielding when a poll finds
+             * nothing costs ~0.5 us of back-to-back latency and saved 40-60 % of herd.torch's
+             * exchange under --bind-to none (docs/performance.md). The user's setting wins. */
+            setenv("OMPI_MCA_mpi_yield_when_idle", "1", 0);
+#endif
             int rc = MPI_Init_thread(NULL, NULL, MPI_THREAD_MULTIPLE, &provided);
             if (rc != MPI_SUCCESS)
                 return herd__ctrl_mpi_failed(rc, "MPI_Init_thread");

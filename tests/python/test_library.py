@@ -7,6 +7,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 import herd
@@ -149,3 +150,30 @@ def test_library_search(monkeypatch):
     if SOURCE_DIR.resolve() in loaded.parents and _capi._source_checkout() is not None:
         found = [Path(p).resolve() for where, p in _capi._candidates() if where == "build tree"]
         assert loaded in found, found
+
+
+def test_open_mpi_yields_when_idle_unless_the_user_said_otherwise():
+    # herd initialised MPI here (conftest), so it asked Open MPI to yield while a collective
+    # waits, keeping whatever value the launch gave (docs/performance.md: patient waiting).
+    if "open mpi" not in herd.build_info().get("mpi_library", "").lower():
+        pytest.skip("an Open MPI setting")
+    libc = ctypes.CDLL(None)
+    libc.getenv.restype = ctypes.c_char_p
+    launched = os.environ.get("OMPI_MCA_mpi_yield_when_idle")
+    now = libc.getenv(b"OMPI_MCA_mpi_yield_when_idle")
+    assert now == (launched.encode() if launched is not None else b"1")
+
+
+def test_counters_count_rounds_and_operations():
+    before = herd.counters()
+    assert list(before) == herd.counter_names()
+    assert {"ops", "rounds", "rounds_on_caller", "handoffs"} <= set(before)
+    for _ in range(3):
+        x = np.ones(2, np.float32)
+        herd.push_pull(x, name="ctr.x", out=x)
+        assert x.tolist() == [herd.size()] * 2
+    after = herd.counters()
+    assert after["ops"] - before["ops"] == 3
+    assert after["rounds"] - before["rounds"] >= 1
+    with pytest.raises(herd.InvalidArgumentError, match="no counter named 'nope'"):
+        herd.errors.check(herd._core.lib.herd_counter(b"nope", ctypes.byref(ctypes.c_int64())))

@@ -1,6 +1,8 @@
 /* backend/mpi.c - host-memory collectives with MPI. fp16 and bf16 reduce through user-defined MPI
  * operations that combine pairs in float32 and round to nearest even; AVERAGE is a sum followed by
- * a division, done piece by piece while the piece is still in cache. */
+ * a division, done piece by piece while the piece is still in cache. When every rank is on one
+ * host, allreduce runs on the shared-memory plane (backend/shm.h) in a segment MPI allocates
+ * (MPI_Win_allocate_shared: MPI creates and removes it, herd leaves no file behind). */
 #include <limits.h>
 #include <mpi.h>
 #include <stdio.h>
@@ -8,9 +10,11 @@
 #include <string.h>
 
 #include "backend/backend.h"
+#include "backend/shm.h"
 #include "ctrl.h"
 #include "dtype.h"
 #include "herd.h"
+#include "log.h"
 #include "status.h"
 
 typedef struct mpi_backend {
@@ -22,6 +26,8 @@ typedef struct mpi_backend {
     void *fusion;
     size_t fusion_cap;
     int *icounts, *idispls; /* 2 * size ints each: MPI's int counts, made once */
+    herd_shm_t *shm;        /* the intra-node plane; NULL: MPI only */
+    MPI_Win win;            /* its segment */
 } mpi_backend_t;
 
 #define HALF_OP(fn, dtype, op)                                                                 \
@@ -94,6 +100,8 @@ static int mpi_allreduce_scaled(herd_backend_t *be, const void *send, void *recv
                                 int dtype, int op, const herd_scale_t *scale)
 {
     mpi_backend_t *m = (mpi_backend_t *)be;
+    if (m->shm != NULL)
+        return herd__shm_allreduce(m->shm, send, recv, count, dtype, op, scale);
     size_t esize = herd__dtype_size(dtype);
     int64_t step = piece_elems(m, esize);
     MPI_Datatype type = mpi_type(dtype);
@@ -271,9 +279,87 @@ static int host_finish(herd_backend_t *be)
     return HERD_OK;
 }
 
+static void shm_close(mpi_backend_t *m)
+{
+    herd__shm_detach(m->shm);
+    m->shm = NULL;
+    if (m->win != MPI_WIN_NULL) {
+        MPI_Win_unlock_all(m->win);
+        MPI_Win_free(&m->win);
+    }
+}
+
+/* Maps the segment and attaches the plane when every rank is on this host. Every rank ends with
+ * the plane or every rank without it (an allreduce of the outcome): the choice of data path
+ * must agree. A plane that cannot start is not an error: herd stays on MPI and says why. */
+static int shm_open(mpi_backend_t *m, const herd_config_t *cfg)
+{
+    if (!cfg->shm || m->size < 2)
+        return HERD_OK;
+    MPI_Comm node = MPI_COMM_NULL;
+    int rank = 0, local = 0, ok = 0, all = 0;
+    MPI_Comm_rank(m->comm, &rank);
+    int rc = MPI_Comm_split_type(m->comm, MPI_COMM_TYPE_SHARED, rank, MPI_INFO_NULL, &node);
+    if (rc != MPI_SUCCESS)
+        return herd__ctrl_mpi_failed(rc, "MPI_Comm_split_type for the shared-memory plane");
+    MPI_Comm_size(node, &local);
+    const char *why = "ranks on more than one host";
+    if (local == m->size) {
+        MPI_Info info;
+        MPI_Info_create(&info);
+        MPI_Info_set(info, "alloc_shared_noncontig", "true");
+        void *mine = NULL;
+        rc = MPI_Win_allocate_shared((MPI_Aint)cfg->shm_bytes, 1, info, node, &mine, &m->win);
+        MPI_Info_free(&info);
+        why = "MPI_Win_allocate_shared failed";
+        if (rc == MPI_SUCCESS) {
+            MPI_Win_lock_all(MPI_MODE_NOCHECK, m->win);
+            void **regions = calloc((size_t)local, sizeof *regions);
+            ok = regions != NULL;
+            for (int r = 0; r < local && ok; r++) {
+                MPI_Aint sz = 0;
+                int disp = 0;
+                ok = MPI_Win_shared_query(m->win, r, &sz, &disp, &regions[r]) == MPI_SUCCESS &&
+                     sz >= (MPI_Aint)cfg->shm_bytes;
+            }
+            why = "MPI_Win_shared_query failed";
+            if (ok) {
+                int me = 0;
+                MPI_Comm_rank(node, &me);
+                herd_shm_params_t p = {.nranks = local, .me = me, .regions = regions,
+                                       .region_bytes = (size_t)cfg->shm_bytes,
+                                       .timeout_ms = cfg->stall_timeout_ms};
+                ok = herd__shm_attach(&m->shm, &p) == HERD_OK;
+                why = herd__status_last();
+            }
+            free(regions);
+        }
+    }
+    /* Every rank's control lines are set before any rank uses the plane. */
+    rc = MPI_Allreduce(&ok, &all, 1, MPI_INT, MPI_MIN, m->comm);
+    MPI_Comm_free(&node);
+    if (rc != MPI_SUCCESS) {
+        shm_close(m);
+        return herd__ctrl_mpi_failed(rc, "MPI_Allreduce for the shared-memory plane");
+    }
+    if (!all) {
+        if (rank == 0)
+            HERD_LOG_INF("shared-memory plane off (%s): allreduce over MPI", ok ? "another rank "
+                         "could not start it" : why);
+        shm_close(m);
+        herd__status_clear();
+        return HERD_OK;
+    }
+    if (rank == 0)
+        HERD_LOG_INF("shared-memory plane on: %d local ranks, %lld bytes each", local,
+                     (long long)cfg->shm_bytes);
+    return HERD_OK;
+}
+
 static void mpi_destroy(herd_backend_t *be)
 {
     mpi_backend_t *m = (mpi_backend_t *)be;
+    shm_close(m);
     free(m->fusion);
     free(m->icounts);
     free(m->idispls);
@@ -286,7 +372,7 @@ static void mpi_destroy(herd_backend_t *be)
     free(m);
 }
 
-int herd__backend_mpi_create(herd_backend_t **out, const void *world, int64_t chunk_bytes)
+int herd__backend_mpi_create(herd_backend_t **out, const void *world, const herd_config_t *cfg)
 {
     mpi_backend_t *m = calloc(1, sizeof *m);
     if (m == NULL)
@@ -301,7 +387,8 @@ int herd__backend_mpi_create(herd_backend_t **out, const void *world, int64_t ch
                                .copy = host_copy,
                                .fusion_buffer = host_fusion_buffer, .finish = host_finish,
                                .destroy = mpi_destroy};
-    m->chunk_bytes = chunk_bytes;
+    m->chunk_bytes = cfg->chunk_bytes;
+    m->win = MPI_WIN_NULL;
     for (int h = 0; h < 2; h++)
         for (int op = 0; op < HERD_NUM_OPS; op++)
             m->half_ops[h][op] = MPI_OP_NULL;
@@ -330,6 +417,11 @@ int herd__backend_mpi_create(herd_backend_t **out, const void *world, int64_t ch
                 return herd__ctrl_mpi_failed(rc, "MPI_Op_create");
             }
         }
+    }
+    rc = shm_open(m, cfg);
+    if (rc != HERD_OK) {
+        mpi_destroy(&m->base);
+        return rc;
     }
     *out = &m->base;
     return HERD_OK;

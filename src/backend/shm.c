@@ -292,6 +292,8 @@ static int reduce_share(herd_shm_t *s, const call_t *c, uint64_t seq, int64_t of
             combine(c->dtype, c->op, dst, x, buffer(s, q, seq) + at, (size_t)len);
             x = dst;
         }
+        if (x != dst) /* one rank alone */
+            memcpy(dst, x, (size_t)len * c->esize);
         /* The divisor is the same on every rank; postscale is each rank's own. */
         herd__dtype_finish(c->dtype, dst, (size_t)len, c->scale->divisor, 1.0);
         memcpy(mine, dst, (size_t)len * c->esize);

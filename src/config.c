@@ -41,6 +41,7 @@ void herd__config_defaults(herd_config_t *cfg)
     cfg->gpu_backend = HERD_GPU_BACKEND_NCCL;
     cfg->shm = 1;
     cfg->shm_bytes = DEFAULT_SHM_BYTES;
+    cfg->shm_hierarchical = 1;
 }
 
 int herd__config_parse_seconds(const char *text, int64_t *ms_out)
@@ -165,7 +166,7 @@ int herd__config_parse(herd_config_t *cfg, herd_env_lookup_fn lookup)
     herd__config_defaults(cfg);
 
     int64_t max_handles = c.max_handles;
-    int64_t shm = c.shm;
+    int64_t shm = c.shm, hier = c.shm_hierarchical;
     int rc = read_range(lookup, "HERD_FUSION_THRESHOLD", 0, INT64_C(1) << 40, 1,
                         &c.fusion_threshold);
     if (rc == 0)
@@ -178,6 +179,8 @@ int herd__config_parse(herd_config_t *cfg, herd_env_lookup_fn lookup)
         rc = read_range(lookup, "HERD_IDLE_POLL_US", 1, 1000000, 0, &c.idle_poll_us);
     if (rc == 0)
         rc = read_range(lookup, "HERD_SHM", 0, 1, 0, &shm);
+    if (rc == 0)
+        rc = read_range(lookup, "HERD_HIERARCHICAL_ALLREDUCE", 0, 1, 0, &hier);
     if (rc == 0)
         rc = read_range(lookup, "HERD_SHM_BYTES", MIN_SHM_BYTES, INT64_C(1) << 32, 1,
                         &c.shm_bytes);
@@ -212,6 +215,7 @@ int herd__config_parse(herd_config_t *cfg, herd_env_lookup_fn lookup)
         return rc;
     c.max_handles = (int)max_handles;
     c.shm = (int)shm;
+    c.shm_hierarchical = (int)hier;
     *cfg = c;
     return HERD_OK;
 }

@@ -28,6 +28,7 @@ typedef struct mpi_backend {
     int *icounts, *idispls; /* 2 * size ints each: MPI's int counts, made once */
     herd_shm_t *shm;        /* the intra-node plane; NULL: MPI only */
     MPI_Win win;            /* its segment */
+    MPI_Comm cross;         /* hierarchical: the ranks of this local index on every host */
 } mpi_backend_t;
 
 #define HALF_OP(fn, dtype, op)                                                                 \
@@ -287,31 +288,62 @@ static void shm_close(mpi_backend_t *m)
         MPI_Win_unlock_all(m->win);
         MPI_Win_free(&m->win);
     }
+    if (m->cross != MPI_COMM_NULL)
+        MPI_Comm_free(&m->cross);
 }
 
-/* Maps the segment and attaches the plane when every rank is on this host. Every rank ends with
- * the plane or every rank without it (an allreduce of the outcome): the choice of data path
- * must agree. A plane that cannot start is not an error: herd stays on MPI and says why. */
+/* The plane's step across hosts (hierarchical allreduce): this rank's host-reduced part with
+ * the same part on every other host, on the communicator of this local rank index. */
+static int shm_across(void *ctx, void *buf, int64_t count, int dtype, int op)
+{
+    mpi_backend_t *m = ctx;
+    int rc = MPI_Allreduce(MPI_IN_PLACE, buf, (int)count, mpi_type(dtype), mpi_op(m, dtype, op),
+                           m->cross);
+    return rc == MPI_SUCCESS ? HERD_OK : herd__ctrl_mpi_failed(rc, "MPI_Allreduce across hosts");
+}
+
+/* Maps the segment and attaches the plane: flat when every rank is on this host, hierarchical
+ * (HERD_HIERARCHICAL_ALLREDUCE) when every host has the same number of ranks, more than one.
+ * Every rank ends with the plane or every rank without it (an allreduce of the outcome): the
+ * data path must agree. A plane that cannot start is not an error: herd stays on MPI and says
+ * why. */
 static int shm_open(mpi_backend_t *m, const herd_config_t *cfg)
 {
     if (!cfg->shm || m->size < 2)
         return HERD_OK;
     MPI_Comm node = MPI_COMM_NULL;
-    int rank = 0, local = 0, ok = 0, all = 0;
+    int rank = 0, local = 0, me = 0, ok = 0, all = 0, sizes[2] = {0, 0};
     MPI_Comm_rank(m->comm, &rank);
     int rc = MPI_Comm_split_type(m->comm, MPI_COMM_TYPE_SHARED, rank, MPI_INFO_NULL, &node);
     if (rc != MPI_SUCCESS)
         return herd__ctrl_mpi_failed(rc, "MPI_Comm_split_type for the shared-memory plane");
     MPI_Comm_size(node, &local);
-    const char *why = "ranks on more than one host";
-    if (local == m->size) {
-        MPI_Info info;
-        MPI_Info_create(&info);
-        MPI_Info_set(info, "alloc_shared_noncontig", "true");
-        void *mine = NULL;
-        rc = MPI_Win_allocate_shared((MPI_Aint)cfg->shm_bytes, 1, info, node, &mine, &m->win);
-        MPI_Info_free(&info);
-        why = "MPI_Win_allocate_shared failed";
+    MPI_Comm_rank(node, &me);
+    /* Every host alike? (the smallest and, negated, the largest local size) */
+    int mine[2] = {local, -local};
+    rc = MPI_Allreduce(mine, sizes, 2, MPI_INT, MPI_MIN, m->comm);
+    int hier = local < m->size;
+    const char *why = "hosts with different numbers of ranks";
+    if (rc == MPI_SUCCESS && hier && !cfg->shm_hierarchical)
+        why = "ranks on more than one host and HERD_HIERARCHICAL_ALLREDUCE=0";
+    else if (rc == MPI_SUCCESS && hier && local < 2)
+        why = "one rank per host";
+    else if (rc == MPI_SUCCESS && sizes[0] == -sizes[1]) {
+        why = "MPI_Comm_split for the hierarchical allreduce failed";
+        if (hier && (rc = MPI_Comm_split(m->comm, me, rank, &m->cross)) != MPI_SUCCESS)
+            m->cross = MPI_COMM_NULL;
+        if (rc == MPI_SUCCESS) {
+            MPI_Info info;
+            MPI_Info_create(&info);
+            MPI_Info_set(info, "alloc_shared_noncontig", "true");
+            void *base = NULL;
+            rc = MPI_Win_allocate_shared((MPI_Aint)cfg->shm_bytes, 1, info, node, &base,
+                                         &m->win);
+            MPI_Info_free(&info);
+            if (rc != MPI_SUCCESS)
+                m->win = MPI_WIN_NULL;
+            why = "MPI_Win_allocate_shared failed";
+        }
         if (rc == MPI_SUCCESS) {
             MPI_Win_lock_all(MPI_MODE_NOCHECK, m->win);
             void **regions = calloc((size_t)local, sizeof *regions);
@@ -324,19 +356,20 @@ static int shm_open(mpi_backend_t *m, const herd_config_t *cfg)
             }
             why = "MPI_Win_shared_query failed";
             if (ok) {
-                int me = 0;
-                MPI_Comm_rank(node, &me);
                 herd_shm_params_t p = {.nranks = local, .me = me, .regions = regions,
                                        .region_bytes = (size_t)cfg->shm_bytes,
-                                       .timeout_ms = cfg->stall_timeout_ms};
+                                       .timeout_ms = cfg->stall_timeout_ms,
+                                       .across = hier ? shm_across : NULL, .across_ctx = m};
                 ok = herd__shm_attach(&m->shm, &p) == HERD_OK;
                 why = herd__status_last();
             }
             free(regions);
         }
+        rc = MPI_SUCCESS;
     }
     /* Every rank's control lines are set before any rank uses the plane. */
-    rc = MPI_Allreduce(&ok, &all, 1, MPI_INT, MPI_MIN, m->comm);
+    if (rc == MPI_SUCCESS)
+        rc = MPI_Allreduce(&ok, &all, 1, MPI_INT, MPI_MIN, m->comm);
     MPI_Comm_free(&node);
     if (rc != MPI_SUCCESS) {
         shm_close(m);
@@ -344,15 +377,16 @@ static int shm_open(mpi_backend_t *m, const herd_config_t *cfg)
     }
     if (!all) {
         if (rank == 0)
-            HERD_LOG_INF("shared-memory plane off (%s): allreduce over MPI", ok ? "another rank "
-                         "could not start it" : why);
+            HERD_LOG_INF("shared-memory plane off (%s): allreduce over MPI",
+                         ok ? "another rank could not start it" : why);
         shm_close(m);
         herd__status_clear();
         return HERD_OK;
     }
     if (rank == 0)
-        HERD_LOG_INF("shared-memory plane on: %d local ranks, %lld bytes each", local,
-                     (long long)cfg->shm_bytes);
+        HERD_LOG_INF("shared-memory plane on: %d local ranks, %lld bytes each%s", local,
+                     (long long)cfg->shm_bytes,
+                     hier ? ", hierarchical allreduce across hosts" : "");
     return HERD_OK;
 }
 
@@ -389,6 +423,7 @@ int herd__backend_mpi_create(herd_backend_t **out, const void *world, const herd
                                .destroy = mpi_destroy};
     m->chunk_bytes = cfg->chunk_bytes;
     m->win = MPI_WIN_NULL;
+    m->cross = MPI_COMM_NULL;
     for (int h = 0; h < 2; h++)
         for (int op = 0; op < HERD_NUM_OPS; op++)
             m->half_ops[h][op] = MPI_OP_NULL;

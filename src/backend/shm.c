@@ -63,6 +63,8 @@ struct herd_shm {
     char **regions;     /* regions[r] */
     size_t buf_bytes;   /* bytes of each of a region's two buffers */
     int64_t timeout_ns; /* 0: never */
+    int (*across)(void *ctx, void *buf, int64_t count, int dtype, int op);
+    void *across_ctx;
     uint64_t seq;       /* chunks run so far; coordinator only */
     int broken;
     char why[256];
@@ -106,6 +108,14 @@ __attribute__((format(printf, 3, 4))) static int fail(herd_shm_t *s, int status,
     va_end(ap);
     s->broken = 1;
     return herd__status_set(status, "%s", s->why);
+}
+
+/* An error from `across`: its message stays this thread's last error. */
+static int broken(herd_shm_t *s, int status)
+{
+    snprintf(s->why, sizeof s->why, "%s", herd__status_last());
+    s->broken = 1;
+    return status;
 }
 
 /* Waits until `rank`'s counter `which` reaches `seq`. */
@@ -253,6 +263,11 @@ static int small_allreduce(herd_shm_t *s, const call_t *c, int64_t n)
         combine(c->dtype, c->op, c->recv, c->recv, buffer(s, q, seq), (size_t)n);
     publish(s, C_REDUCED, seq);
     publish(s, C_CONSUMED, seq);
+    if (s->across != NULL) {
+        rc = s->across(s->across_ctx, c->recv, n, c->dtype, c->op);
+        if (rc != HERD_OK)
+            return broken(s, rc);
+    }
     herd__dtype_finish(c->dtype, c->recv, (size_t)n, c->scale->divisor, c->scale->post);
     return HERD_OK;
 }
@@ -294,6 +309,11 @@ static int reduce_share(herd_shm_t *s, const call_t *c, uint64_t seq, int64_t of
         }
         if (x != dst) /* one rank alone */
             memcpy(dst, x, (size_t)len * c->esize);
+        if (s->across != NULL) {
+            rc = s->across(s->across_ctx, dst, len, c->dtype, c->op);
+            if (rc != HERD_OK)
+                return broken(s, rc);
+        }
         /* The divisor is the same on every rank; postscale is each rank's own. */
         herd__dtype_finish(c->dtype, dst, (size_t)len, c->scale->divisor, 1.0);
         memcpy(mine, dst, (size_t)len * c->esize);
@@ -384,6 +404,8 @@ int herd__shm_attach(herd_shm_t **out, const herd_shm_params_t *p)
     s->regions = regions;
     s->buf_bytes = ((p->region_bytes - CTRL_BYTES) / 2) & ~(size_t)(LINE - 1);
     s->timeout_ns = p->timeout_ms * 1000000;
+    s->across = p->across;
+    s->across_ctx = p->across_ctx;
     for (int w = C_READY; w <= C_CONSUMED; w++)
         atomic_store_explicit(counter(s, s->me, w), 0, memory_order_relaxed);
     atomic_store_explicit(pid_of(s, s->me), (int)getpid(), memory_order_release);

@@ -24,6 +24,13 @@ typedef struct herd_shm_params {
     void *const *regions;  /* regions[r]: rank r's region as mapped in this process */
     size_t region_bytes;   /* bytes of every region (the same on every rank) */
     int64_t timeout_ms;    /* a wait for a peer gives up after this long (0: never) */
+    /* Optional (NULL: the local ranks are all there is): combines, in place, a part this rank
+     * has reduced over its host with the same part of the other hosts (a hierarchical
+     * allreduce), before the divisor and postscale are applied. Called by every local rank for
+     * the same parts in the same order; the same on every host. HERD_OK or an error status
+     * with the message set. */
+    int (*across)(void *ctx, void *buf, int64_t count, int dtype, int op);
+    void *across_ctx;
 } herd_shm_params_t;
 
 /* Attaches to the regions and initialises this rank's own control lines. The caller must make

@@ -24,6 +24,8 @@ typedef int (*rank_fn)(herd_shm_t *s, int rank, int nranks, void *arg);
 
 /* Runs fn on `nranks` forked processes over one shared mapping; returns the summed failures
  * (the children's exit statuses; a child killed by a signal counts 100). */
+static int (*run_across)(void *ctx, void *buf, int64_t count, int dtype, int op);
+
 static int run_ranks(int nranks, size_t region, int64_t timeout_ms, rank_fn fn, void *arg)
 {
     char *seg = mmap(NULL, region * (size_t)nranks, PROT_READ | PROT_WRITE,
@@ -41,7 +43,8 @@ static int run_ranks(int nranks, size_t region, int64_t timeout_ms, rank_fn fn, 
         if (pid == 0) {
             herd_shm_t *s = NULL;
             herd_shm_params_t p = {.nranks = nranks, .me = r, .regions = regions,
-                                   .region_bytes = region, .timeout_ms = timeout_ms};
+                                   .region_bytes = region, .timeout_ms = timeout_ms,
+                                   .across = run_across};
             int failures = herd__shm_attach(&s, &p) == HERD_OK ? fn(s, r, nranks, arg) : 1;
             herd__shm_detach(s);
             fflush(NULL);
@@ -206,6 +209,55 @@ static void test_default_region(void)
     UNIT_EQ_INT(run_ranks(3, 4 << 20, 60000, every_case, &c), 0);
 }
 
+/* The hierarchical step: a stand-in for "another host with the same data", which doubles a sum
+ * (float32 only: the tensor this test reduces). */
+static int calls_across;
+static int double_it(void *ctx, void *buf, int64_t count, int dtype, int op)
+{
+    (void)ctx;
+    if (dtype != HERD_FLOAT32 || op != HERD_SUM)
+        return herd__status_set(HERD_ERR_INTERNAL, "unexpected dtype or op");
+    for (int64_t i = 0; i < count; i++)
+        ((float *)buf)[i] *= 2.0f;
+    calls_across++;
+    return HERD_OK;
+}
+
+static int across_sum(herd_shm_t *s, int rank, int nranks, void *arg)
+{
+    (void)arg;
+    static const int64_t counts[] = {1, 1000, 1985, 20011};
+    int failures = 0;
+    for (int k = 0; k < 4; k++) {
+        int64_t n = counts[k];
+        float *x = malloc((size_t)n * sizeof *x);
+        for (int64_t i = 0; i < n; i++)
+            x[i] = (float)(value(HERD_FLOAT32, HERD_SUM, rank, i));
+        /* Average over 2 "hosts": the divisor is every rank's count. */
+        herd_scale_t sc = {1.0, 1.0, 2 * nranks};
+        int rc = herd__shm_allreduce(s, x, x, n, HERD_FLOAT32, HERD_SUM, &sc);
+        failures += rc != HERD_OK;
+        for (int64_t i = 0; i < n; i++) {
+            float sum = 0;
+            for (int r = 0; r < nranks; r++)
+                sum += (float)value(HERD_FLOAT32, HERD_SUM, r, i);
+            if (x[i] != 2.0f * sum / (float)(2 * nranks) && failures++ < 3)
+                fprintf(stderr, "across: n=%lld element %lld: %g\n", (long long)n,
+                        (long long)i, (double)x[i]);
+        }
+        free(x);
+    }
+    return failures + (calls_across == 0);
+}
+
+static void test_across_hosts_hook(void)
+{
+    run_across = double_it;
+    for (int n = 2; n <= 3; n++)
+        UNIT_EQ_INT(run_ranks(n, SMALL_REGION, 60000, across_sum, NULL), 0);
+    run_across = NULL;
+}
+
 /* ---- failures ------------------------------------------------------------------------------ */
 
 /* Rank 1 attaches and exits at once; rank 0 must fail with BACKEND naming it, then refuse. */
@@ -280,6 +332,7 @@ int main(void)
         {"every op and dtype, 1-4 ranks, small region", test_every_op_dtype_small_region},
         {"prescale, postscale and divisor, 2-4 ranks", test_scaled_small_region},
         {"default region, large counts", test_default_region},
+        {"the across-hosts step of a hierarchical allreduce", test_across_hosts_hook},
         {"a peer that exited fails the call fast", test_dead_peer_fails_fast},
         {"a peer that never comes times out", test_absent_peer_times_out},
         {"attach refuses bad parameters", test_attach_refuses_bad_params},

@@ -54,7 +54,7 @@ enum {
     SPINS = 256,           /* counter checks before the first sched_yield */
 };
 enum { C_READY = 0, C_REDUCED = 1, C_CONSUMED = 2 };
-#define YIELD_NS INT64_C(2000000)   /* sched_yield for this long, then sleep */
+#define YIELD_NS INT64_C(50000000)  /* sched_yield for this long, then sleep */
 #define MAX_SLEEP_NS INT64_C(1000000)
 #define CHECK_NS INT64_C(10000000)  /* slow waits look at the peer's pid this often */
 

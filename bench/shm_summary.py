@@ -32,9 +32,42 @@ def fmt(v):
     return f"{statistics.median(v):.2f} [{min(v):.2f}-{max(v):.2f}]"
 
 
+def small_sections(runs, keys):
+    """Latency, tiny tensors, idle CPU and allocations, when the launches measured them."""
+    rows = []
+    for k in keys:
+        js = runs[k]
+        lat = [j["latency"] for j in js if "latency" in j]
+        tiny = [j["tiny"] for j in js if "tiny" in j]
+        idle = [j["herd"] for j in js if isinstance(j.get("herd"), dict)]
+        if not (lat or tiny or idle):
+            continue
+        steady = [m["steady"]["herd_allocs_per_step"] for j in js for w in j.get("workloads", [])
+                  for m in w["methods"] if m["key"] == "herd"]
+        rows.append((k, fmt([x["herd"]["us"]["median"] for x in lat]),
+                     fmt([x["mpi"]["us"]["median"] for x in lat]),
+                     fmt([x["herd"]["back_to_back_us"]["median"] for x in lat]),
+                     fmt([x["herd"]["us_per_tensor"] for x in tiny]),
+                     fmt([x["mpi"]["us_per_tensor"] for x in tiny]),
+                     fmt([max(x["cpu_pct_per_rank"]) for x in idle]),
+                     fmt([x["herd"].get("herd_allocs_per_op", float("nan")) for x in lat] +
+                         [x["herd"].get("herd_allocs_per_step", float("nan")) for x in tiny] +
+                         [x.get("herd_allocs", float("nan")) for x in idle] + steady)))
+    if not rows:
+        return
+    print("\n== latency, tiny tensors, idle: median over rounds [best-worst round]")
+    print("| binding | HERD_SHM | 4 B herd us | 4 B MPI us | herd back to back us "
+          "| tiny herd us/tensor | tiny MPI us/tensor | idle herd max % of a core "
+          "| allocations by herd |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for r in rows:
+        print(f"| {r[0][0]} | {r[0][1][-1]} | " + " | ".join(r[1:]) + " |")
+
+
 def main(d):
     runs = load(d)
     keys = sorted(runs)
+    small_sections(runs, keys)
     print("\n== workload steps: median over rounds [best-worst round]")
     print("| workload | binding | HERD_SHM | herd ms | best MPI baseline ms | herd / best MPI "
           "| herd / limit n*S/B |")

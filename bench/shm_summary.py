@@ -39,7 +39,7 @@ def small_sections(runs, keys):
         js = runs[k]
         lat = [j["latency"] for j in js if "latency" in j]
         tiny = [j["tiny"] for j in js if "tiny" in j]
-        idle = [j["herd"] for j in js if isinstance(j.get("herd"), dict)]
+        idle = [j["idle"]["herd"] for j in js if "idle" in j]
         if not (lat or tiny or idle):
             continue
         steady = [m["steady"]["herd_allocs_per_step"] for j in js for w in j.get("workloads", [])

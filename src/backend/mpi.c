@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "backend/backend.h"
 #include "backend/shm.h"
@@ -16,6 +17,7 @@
 #include "herd.h"
 #include "log.h"
 #include "status.h"
+#include "util/clock.h"
 
 /* Allreduces up to this many bytes stay on MPI even where the shared-memory plane runs: its
  * latency-optimised path for tiny messages (measured: 4 bytes) beats the plane's. */
@@ -33,6 +35,8 @@ typedef struct mpi_backend {
     herd_shm_t *shm;        /* the intra-node plane; NULL: MPI only */
     MPI_Win win;            /* its segment */
     MPI_Comm cross;         /* hierarchical: the ranks of this local index on every host */
+    MPI_Comm node;          /* the ranks of this host, while the segment is mapped */
+    int64_t close_timeout_ms; /* HERD_SHUTDOWN_TIMEOUT_SECONDS, for shm_close */
 } mpi_backend_t;
 
 #define HALF_OP(fn, dtype, op)                                                                 \
@@ -284,14 +288,39 @@ static int host_finish(herd_backend_t *be)
     return HERD_OK;
 }
 
+/* MPI_Win_free is collective over the host's ranks: a rank whose herd_shutdown timed out never
+ * calls it, and the others would wait in it forever. So the local ranks first meet in a
+ * non-blocking barrier for at most the shutdown timeout; without every one of them the segment
+ * stays mapped until MPI_Finalize (a warning says so). */
 static void shm_close(mpi_backend_t *m)
 {
     herd__shm_detach(m->shm);
     m->shm = NULL;
     if (m->win != MPI_WIN_NULL) {
-        MPI_Win_unlock_all(m->win);
-        MPI_Win_free(&m->win);
+        MPI_Request req = MPI_REQUEST_NULL;
+        int done = MPI_Ibarrier(m->node, &req) != MPI_SUCCESS;
+        int64_t deadline = herd__clock_ns() + m->close_timeout_ms * 1000000;
+        while (!done && (m->close_timeout_ms == 0 || herd__clock_ns() < deadline)) {
+            if (MPI_Test(&req, &done, MPI_STATUS_IGNORE) != MPI_SUCCESS)
+                break;
+            if (!done) {
+                struct timespec ts = {0, 1000000};
+                nanosleep(&ts, NULL);
+            }
+        }
+        if (done) {
+            MPI_Win_unlock_all(m->win);
+            MPI_Win_free(&m->win);
+        } else {
+            HERD_LOG_WRN("shared-memory plane: not every local rank shut down within %.1f s "
+                         "(HERD_SHUTDOWN_TIMEOUT_SECONDS); its segment stays mapped until "
+                         "MPI_Finalize",
+                         (double)m->close_timeout_ms / 1000.0);
+            m->win = MPI_WIN_NULL;
+        }
     }
+    if (m->node != MPI_COMM_NULL)
+        MPI_Comm_free(&m->node);
     if (m->cross != MPI_COMM_NULL)
         MPI_Comm_free(&m->cross);
 }
@@ -315,12 +344,14 @@ static int shm_open(mpi_backend_t *m, const herd_config_t *cfg)
 {
     if (!cfg->shm || m->size < 2)
         return HERD_OK;
-    MPI_Comm node = MPI_COMM_NULL;
     int rank = 0, local = 0, me = 0, ok = 0, all = 0, sizes[2] = {0, 0};
     MPI_Comm_rank(m->comm, &rank);
-    int rc = MPI_Comm_split_type(m->comm, MPI_COMM_TYPE_SHARED, rank, MPI_INFO_NULL, &node);
-    if (rc != MPI_SUCCESS)
+    int rc = MPI_Comm_split_type(m->comm, MPI_COMM_TYPE_SHARED, rank, MPI_INFO_NULL, &m->node);
+    if (rc != MPI_SUCCESS) {
+        m->node = MPI_COMM_NULL;
         return herd__ctrl_mpi_failed(rc, "MPI_Comm_split_type for the shared-memory plane");
+    }
+    MPI_Comm node = m->node;
     MPI_Comm_size(node, &local);
     MPI_Comm_rank(node, &me);
     /* Every host alike? (the smallest and, negated, the largest local size) */
@@ -374,7 +405,6 @@ static int shm_open(mpi_backend_t *m, const herd_config_t *cfg)
     /* Every rank's control lines are set before any rank uses the plane. */
     if (rc == MPI_SUCCESS)
         rc = MPI_Allreduce(&ok, &all, 1, MPI_INT, MPI_MIN, m->comm);
-    MPI_Comm_free(&node);
     if (rc != MPI_SUCCESS) {
         shm_close(m);
         return herd__ctrl_mpi_failed(rc, "MPI_Allreduce for the shared-memory plane");
@@ -428,6 +458,8 @@ int herd__backend_mpi_create(herd_backend_t **out, const void *world, const herd
     m->chunk_bytes = cfg->chunk_bytes;
     m->win = MPI_WIN_NULL;
     m->cross = MPI_COMM_NULL;
+    m->node = MPI_COMM_NULL;
+    m->close_timeout_ms = cfg->shutdown_timeout_ms;
     for (int h = 0; h < 2; h++)
         for (int op = 0; op < HERD_NUM_OPS; op++)
             m->half_ops[h][op] = MPI_OP_NULL;

@@ -24,8 +24,13 @@
  * copy-out moves (L-1)/L S: about 3 S of traffic per rank, where MPI's shared-memory allreduce
  * moves several more copies through its own buffers.
  *
- * Waiting: spin briefly on the counter, then sched_yield, then sleep with a growing backoff (to
- * 1 ms): an oversubscribed host still makes progress, and a wait costs no core for long. Slow
+ * Hierarchical (ranks on several hosts): `across` combines each locally reduced share (or, for
+ * small tensors, the whole) with the other hosts' before the divisor and postscale, so the
+ * host's ranks copy out global results.
+ *
+ * Waiting: spin briefly on the counter, then sched_yield (for up to 50 ms), then sleep with a
+ * growing backoff (to 1 ms): an oversubscribed host still makes progress, and a wait costs no
+ * core for long. Slow
  * waits check whether the peer's process still exists and give up after the timeout. After
  * any failure the ranks may disagree about `seq`, so the plane refuses every later call.
  */

@@ -73,8 +73,10 @@ static int64_t value(int dtype, int op, int r, int64_t i)
 {
     uint64_t h = (uint64_t)(i * 2654435761u) ^ (uint64_t)(r * 40503u);
     h ^= h >> 13;
+    if (op == HERD_PRODUCT && (dtype == HERD_UINT8 || h % 5 != 0))
+        return (int64_t)(1 + h % 2);
     if (op == HERD_PRODUCT)
-        return dtype == HERD_UINT8 ? (int64_t)(1 + h % 2) : (h % 5 == 0 ? -1 : (int64_t)(1 + h % 2));
+        return -1;
     if (dtype == HERD_UINT8)
         return (int64_t)(h % 30);
     return (int64_t)(h % 31) - 15;

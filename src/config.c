@@ -21,6 +21,8 @@ enum {
     DEFAULT_STALL_WARNING_MS = 60 * 1000,
     DEFAULT_STALL_TIMEOUT_MS = 300 * 1000,
     DEFAULT_SHUTDOWN_TIMEOUT_MS = 60 * 1000,
+    DEFAULT_SHM_BYTES = 4 << 20,
+    MIN_SHM_BYTES = 16384, /* HERD_SHM_MIN_REGION */
 };
 
 static int bad_value(const char *var, const char *value, const char *expected);
@@ -39,6 +41,9 @@ void herd__config_defaults(herd_config_t *cfg)
     cfg->shutdown_timeout_ms = DEFAULT_SHUTDOWN_TIMEOUT_MS;
     cfg->timeline[0] = '\0';
     cfg->gpu_backend = HERD_GPU_BACKEND_NCCL;
+    cfg->shm = 1;
+    cfg->shm_bytes = DEFAULT_SHM_BYTES;
+    cfg->shm_hierarchical = 1;
 }
 
 int herd__config_parse_seconds(const char *text, int64_t *ms_out)
@@ -163,6 +168,7 @@ int herd__config_parse(herd_config_t *cfg, herd_env_lookup_fn lookup)
     herd__config_defaults(cfg);
 
     int64_t max_handles = c.max_handles;
+    int64_t shm = c.shm, hier = c.shm_hierarchical;
     int rc = read_range(lookup, "HERD_FUSION_THRESHOLD", 0, INT64_C(1) << 40, 1,
                         &c.fusion_threshold);
     if (rc == 0)
@@ -175,6 +181,13 @@ int herd__config_parse(herd_config_t *cfg, herd_env_lookup_fn lookup)
         rc = read_range(lookup, "HERD_WAIT_SPIN_US", 0, 1000000, 0, &c.wait_spin_us);
     if (rc == 0)
         rc = read_range(lookup, "HERD_IDLE_POLL_US", 1, 1000000, 0, &c.idle_poll_us);
+    if (rc == 0)
+        rc = read_range(lookup, "HERD_SHM", 0, 1, 0, &shm);
+    if (rc == 0)
+        rc = read_range(lookup, "HERD_HIERARCHICAL_ALLREDUCE", 0, 1, 0, &hier);
+    if (rc == 0)
+        rc = read_range(lookup, "HERD_SHM_BYTES", MIN_SHM_BYTES, INT64_C(1) << 32, 1,
+                        &c.shm_bytes);
     if (rc == 0)
         rc = read_seconds(lookup, "HERD_STALL_WARNING_SECONDS", &c.stall_warning_ms);
     if (rc == 0)
@@ -205,6 +218,8 @@ int herd__config_parse(herd_config_t *cfg, herd_env_lookup_fn lookup)
     if (rc != 0)
         return rc;
     c.max_handles = (int)max_handles;
+    c.shm = (int)shm;
+    c.shm_hierarchical = (int)hier;
     *cfg = c;
     return HERD_OK;
 }

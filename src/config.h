@@ -25,6 +25,9 @@ typedef struct herd_config {
     int64_t shutdown_timeout_ms; /* HERD_SHUTDOWN_TIMEOUT_SECONDS: 0 = wait forever */
     char timeline[1024];         /* HERD_TIMELINE: trace path ("" = none; %r = rank) */
     int gpu_backend;             /* HERD_GPU_BACKEND: nccl or mpi */
+    int shm;                     /* HERD_SHM: 1 = intra-node shared-memory plane, 0 = MPI only */
+    int64_t shm_bytes;           /* HERD_SHM_BYTES: the plane's segment per local rank */
+    int shm_hierarchical;        /* HERD_HIERARCHICAL_ALLREDUCE: the plane across hosts too */
 } herd_config_t;
 
 /* Reads the configuration through `lookup` (getenv in production, a table in tests). On a bad

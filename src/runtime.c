@@ -79,7 +79,7 @@ static int make_handles(herd_runtime_t *rt)
 static int start_engine(herd_runtime_t *rt)
 {
     int rc = herd__backend_mpi_create(&rt->cpu_backend, herd__ctrl_world(rt->ctrl),
-                                      rt->config.chunk_bytes);
+                                      &rt->config);
     if (rc != HERD_OK)
         return rc;
     rc = herd__timeline_open(&rt->timeline, rt->config.timeline, herd__ctrl_rank(rt->ctrl));

@@ -7,6 +7,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "config.h"
+
 typedef struct herd_backend herd_backend_t;
 
 /* How a reduction's input and result are scaled (herd_push_pull_scaled, AVERAGE): the input is
@@ -84,9 +86,12 @@ struct herd_backend {
     void (*destroy)(herd_backend_t *be);
 };
 
-/* The MPI backend over a duplicate of *world (an MPI_Comm). `chunk_bytes` > 0 splits a
+/* The MPI backend over a duplicate of *world (an MPI_Comm). cfg->chunk_bytes > 0 splits a
  * collective into pieces of at most that many bytes; 0 sends each in one call (pieces are still
- * cut at INT_MAX elements, MPI's count limit). Called on the application thread during init. */
-int herd__backend_mpi_create(herd_backend_t **out, const void *world, int64_t chunk_bytes);
+ * cut at INT_MAX elements, MPI's count limit). When every rank is on one host and cfg->shm is
+ * set, allreduce runs on the shared-memory plane (backend/shm.h) instead, in a segment of
+ * cfg->shm_bytes per rank. Collective over *world; called on the application thread during
+ * init. */
+int herd__backend_mpi_create(herd_backend_t **out, const void *world, const herd_config_t *cfg);
 
 #endif

@@ -1,17 +1,27 @@
 /* backend/mpi.c - host-memory collectives with MPI. fp16 and bf16 reduce through user-defined MPI
  * operations that combine pairs in float32 and round to nearest even; AVERAGE is a sum followed by
- * a division, done piece by piece while the piece is still in cache. */
+ * a division, done piece by piece while the piece is still in cache. When every rank is on one
+ * host, allreduce runs on the shared-memory plane (backend/shm.h) in a segment MPI allocates
+ * (MPI_Win_allocate_shared: MPI creates and removes it, herd leaves no file behind). */
 #include <limits.h>
 #include <mpi.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "backend/backend.h"
+#include "backend/shm.h"
 #include "ctrl.h"
 #include "dtype.h"
 #include "herd.h"
+#include "log.h"
 #include "status.h"
+#include "util/clock.h"
+
+/* Allreduces up to this many bytes stay on MPI even where the shared-memory plane runs: its
+ * latency-optimised path for tiny messages (measured: 4 bytes) beats the plane's. */
+enum { SHM_MIN_BYTES = 1024 };
 
 typedef struct mpi_backend {
     herd_backend_t base;
@@ -22,6 +32,11 @@ typedef struct mpi_backend {
     void *fusion;
     size_t fusion_cap;
     int *icounts, *idispls; /* 2 * size ints each: MPI's int counts, made once */
+    herd_shm_t *shm;        /* the intra-node plane; NULL: MPI only */
+    MPI_Win win;            /* its segment */
+    MPI_Comm cross;         /* hierarchical: the ranks of this local index on every host */
+    MPI_Comm node;          /* the ranks of this host, while the segment is mapped */
+    int64_t close_timeout_ms; /* HERD_SHUTDOWN_TIMEOUT_SECONDS, for shm_close */
 } mpi_backend_t;
 
 #define HALF_OP(fn, dtype, op)                                                                 \
@@ -94,6 +109,8 @@ static int mpi_allreduce_scaled(herd_backend_t *be, const void *send, void *recv
                                 int dtype, int op, const herd_scale_t *scale)
 {
     mpi_backend_t *m = (mpi_backend_t *)be;
+    if (m->shm != NULL && count * (int64_t)herd__dtype_size(dtype) > SHM_MIN_BYTES)
+        return herd__shm_allreduce(m->shm, send, recv, count, dtype, op, scale);
     size_t esize = herd__dtype_size(dtype);
     int64_t step = piece_elems(m, esize);
     MPI_Datatype type = mpi_type(dtype);
@@ -271,9 +288,146 @@ static int host_finish(herd_backend_t *be)
     return HERD_OK;
 }
 
+/* MPI_Win_free is collective over the host's ranks: a rank whose herd_shutdown timed out never
+ * calls it, and the others would wait in it forever. So the local ranks first meet in a
+ * non-blocking barrier for at most the shutdown timeout; without every one of them the segment
+ * stays mapped until MPI_Finalize (a warning says so). */
+static void shm_close(mpi_backend_t *m)
+{
+    herd__shm_detach(m->shm);
+    m->shm = NULL;
+    if (m->win != MPI_WIN_NULL) {
+        MPI_Request req = MPI_REQUEST_NULL;
+        int done = MPI_Ibarrier(m->node, &req) != MPI_SUCCESS;
+        int64_t deadline = herd__clock_ns() + m->close_timeout_ms * 1000000;
+        while (!done && (m->close_timeout_ms == 0 || herd__clock_ns() < deadline)) {
+            if (MPI_Test(&req, &done, MPI_STATUS_IGNORE) != MPI_SUCCESS)
+                break;
+            if (!done) {
+                struct timespec ts = {0, 1000000};
+                nanosleep(&ts, NULL);
+            }
+        }
+        if (done) {
+            MPI_Win_unlock_all(m->win);
+            MPI_Win_free(&m->win);
+        } else {
+            HERD_LOG_WRN("shared-memory plane: not every local rank shut down within %.1f s "
+                         "(HERD_SHUTDOWN_TIMEOUT_SECONDS); its segment stays mapped until "
+                         "MPI_Finalize",
+                         (double)m->close_timeout_ms / 1000.0);
+            m->win = MPI_WIN_NULL;
+        }
+    }
+    if (m->node != MPI_COMM_NULL)
+        MPI_Comm_free(&m->node);
+    if (m->cross != MPI_COMM_NULL)
+        MPI_Comm_free(&m->cross);
+}
+
+/* The plane's step across hosts (hierarchical allreduce): this rank's host-reduced part with
+ * the same part on every other host, on the communicator of this local rank index. */
+static int shm_across(void *ctx, void *buf, int64_t count, int dtype, int op)
+{
+    mpi_backend_t *m = ctx;
+    int rc = MPI_Allreduce(MPI_IN_PLACE, buf, (int)count, mpi_type(dtype), mpi_op(m, dtype, op),
+                           m->cross);
+    return rc == MPI_SUCCESS ? HERD_OK : herd__ctrl_mpi_failed(rc, "MPI_Allreduce across hosts");
+}
+
+/* Maps the segment and attaches the plane: flat when every rank is on this host, hierarchical
+ * (HERD_HIERARCHICAL_ALLREDUCE) when every host has the same number of ranks, more than one.
+ * Every rank ends with the plane or every rank without it (an allreduce of the outcome): the
+ * data path must agree. A plane that cannot start is not an error: herd stays on MPI and says
+ * why. */
+static int shm_open(mpi_backend_t *m, const herd_config_t *cfg)
+{
+    if (!cfg->shm || m->size < 2)
+        return HERD_OK;
+    int rank = 0, local = 0, me = 0, ok = 0, all = 0, sizes[2] = {0, 0};
+    MPI_Comm_rank(m->comm, &rank);
+    int rc = MPI_Comm_split_type(m->comm, MPI_COMM_TYPE_SHARED, rank, MPI_INFO_NULL, &m->node);
+    if (rc != MPI_SUCCESS) {
+        m->node = MPI_COMM_NULL;
+        return herd__ctrl_mpi_failed(rc, "MPI_Comm_split_type for the shared-memory plane");
+    }
+    MPI_Comm node = m->node;
+    MPI_Comm_size(node, &local);
+    MPI_Comm_rank(node, &me);
+    /* Every host alike? (the smallest and, negated, the largest local size) */
+    int mine[2] = {local, -local};
+    rc = MPI_Allreduce(mine, sizes, 2, MPI_INT, MPI_MIN, m->comm);
+    int hier = local < m->size;
+    const char *why = "hosts with different numbers of ranks";
+    if (rc == MPI_SUCCESS && hier && !cfg->shm_hierarchical)
+        why = "ranks on more than one host and HERD_HIERARCHICAL_ALLREDUCE=0";
+    else if (rc == MPI_SUCCESS && hier && local < 2)
+        why = "one rank per host";
+    else if (rc == MPI_SUCCESS && sizes[0] == -sizes[1]) {
+        why = "MPI_Comm_split for the hierarchical allreduce failed";
+        if (hier && (rc = MPI_Comm_split(m->comm, me, rank, &m->cross)) != MPI_SUCCESS)
+            m->cross = MPI_COMM_NULL;
+        if (rc == MPI_SUCCESS) {
+            MPI_Info info;
+            MPI_Info_create(&info);
+            MPI_Info_set(info, "alloc_shared_noncontig", "true");
+            void *base = NULL;
+            rc = MPI_Win_allocate_shared((MPI_Aint)cfg->shm_bytes, 1, info, node, &base,
+                                         &m->win);
+            MPI_Info_free(&info);
+            if (rc != MPI_SUCCESS)
+                m->win = MPI_WIN_NULL;
+            why = "MPI_Win_allocate_shared failed";
+        }
+        if (rc == MPI_SUCCESS) {
+            MPI_Win_lock_all(MPI_MODE_NOCHECK, m->win);
+            void **regions = calloc((size_t)local, sizeof *regions);
+            ok = regions != NULL;
+            for (int r = 0; r < local && ok; r++) {
+                MPI_Aint sz = 0;
+                int disp = 0;
+                ok = MPI_Win_shared_query(m->win, r, &sz, &disp, &regions[r]) == MPI_SUCCESS &&
+                     sz >= (MPI_Aint)cfg->shm_bytes;
+            }
+            why = "MPI_Win_shared_query failed";
+            if (ok) {
+                herd_shm_params_t p = {.nranks = local, .me = me, .regions = regions,
+                                       .region_bytes = (size_t)cfg->shm_bytes,
+                                       .timeout_ms = cfg->stall_timeout_ms,
+                                       .across = hier ? shm_across : NULL, .across_ctx = m};
+                ok = herd__shm_attach(&m->shm, &p) == HERD_OK;
+                why = herd__status_last();
+            }
+            free(regions);
+        }
+        rc = MPI_SUCCESS;
+    }
+    /* Every rank's control lines are set before any rank uses the plane. */
+    if (rc == MPI_SUCCESS)
+        rc = MPI_Allreduce(&ok, &all, 1, MPI_INT, MPI_MIN, m->comm);
+    if (rc != MPI_SUCCESS) {
+        shm_close(m);
+        return herd__ctrl_mpi_failed(rc, "MPI_Allreduce for the shared-memory plane");
+    }
+    if (!all) {
+        if (rank == 0)
+            HERD_LOG_INF("shared-memory plane off (%s): allreduce over MPI",
+                         ok ? "another rank could not start it" : why);
+        shm_close(m);
+        herd__status_clear();
+        return HERD_OK;
+    }
+    if (rank == 0)
+        HERD_LOG_INF("shared-memory plane on: %d local ranks, %lld bytes each%s", local,
+                     (long long)cfg->shm_bytes,
+                     hier ? ", hierarchical allreduce across hosts" : "");
+    return HERD_OK;
+}
+
 static void mpi_destroy(herd_backend_t *be)
 {
     mpi_backend_t *m = (mpi_backend_t *)be;
+    shm_close(m);
     free(m->fusion);
     free(m->icounts);
     free(m->idispls);
@@ -286,7 +440,7 @@ static void mpi_destroy(herd_backend_t *be)
     free(m);
 }
 
-int herd__backend_mpi_create(herd_backend_t **out, const void *world, int64_t chunk_bytes)
+int herd__backend_mpi_create(herd_backend_t **out, const void *world, const herd_config_t *cfg)
 {
     mpi_backend_t *m = calloc(1, sizeof *m);
     if (m == NULL)
@@ -301,7 +455,11 @@ int herd__backend_mpi_create(herd_backend_t **out, const void *world, int64_t ch
                                .copy = host_copy,
                                .fusion_buffer = host_fusion_buffer, .finish = host_finish,
                                .destroy = mpi_destroy};
-    m->chunk_bytes = chunk_bytes;
+    m->chunk_bytes = cfg->chunk_bytes;
+    m->win = MPI_WIN_NULL;
+    m->cross = MPI_COMM_NULL;
+    m->node = MPI_COMM_NULL;
+    m->close_timeout_ms = cfg->shutdown_timeout_ms;
     for (int h = 0; h < 2; h++)
         for (int op = 0; op < HERD_NUM_OPS; op++)
             m->half_ops[h][op] = MPI_OP_NULL;
@@ -330,6 +488,11 @@ int herd__backend_mpi_create(herd_backend_t **out, const void *world, int64_t ch
                 return herd__ctrl_mpi_failed(rc, "MPI_Op_create");
             }
         }
+    }
+    rc = shm_open(m, cfg);
+    if (rc != HERD_OK) {
+        mpi_destroy(&m->base);
+        return rc;
     }
     *out = &m->base;
     return HERD_OK;

@@ -154,12 +154,12 @@ cluster_up() {
     done
 }
 
-# cluster_hostfile FILE: one slot on each host.
+# cluster_hostfile FILE [SLOTS]: SLOTS slots (default 1) on each host.
 cluster_hostfile() {
     local i
     : >"$1"
     for ((i = 0; i < CLUSTER_N; i++)); do
-        echo "$(cluster_host "$i") slots=1" >>"$1"
+        echo "$(cluster_host "$i") slots=${2:-1}" >>"$1"
     done
 }
 

@@ -6,8 +6,11 @@
 #
 #   run_mpi_tests.sh BUILD_DIR [SUITE...]     (root; exits 77 when namespaces are unavailable)
 #
-# SUITE names are those of tests/mpi (allreduce, broadcast, ...), "allreduce_chunked" and
-# "demo"; the default is all of the list below. Settings mirror tests/mpi/CMakeLists.txt.
+# SUITE names are those of tests/mpi (allreduce, broadcast, ...), "allreduce_chunked",
+# "allreduce_hier", "allreduce_noshm" and "demo"; the default is all of the list below. Settings
+# mirror tests/mpi/CMakeLists.txt. CLUSTER_HOSTS=H CLUSTER_SLOTS=S (default 3 and 1) run H hosts
+# with S ranks each: with S > 1 the ranks of a host share memory, and herd's allreduce is
+# hierarchical (shared-memory plane within the host, MPI across hosts: docs/shm.md).
 set -uo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 # shellcheck source-path=SCRIPTDIR
@@ -26,6 +29,9 @@ small_fusion="HERD_FUSION_THRESHOLD=65536"
 suites=(
     "allreduce|tests/mpi/mpi_allreduce|$small_fusion|"
     "allreduce_chunked|tests/mpi/mpi_allreduce|$small_fusion HERD_CHUNK_BYTES=1001|"
+    "allreduce_hier|tests/mpi/mpi_allreduce|$small_fusion HERD_SHM_BYTES=16K HERD_LOG_LEVEL=info|"
+    "allreduce_noshm|tests/mpi/mpi_allreduce|$small_fusion HERD_SHM=0|"
+    "collectives|tests/mpi/mpi_collectives|$small_fusion|"
     "broadcast|tests/mpi/mpi_broadcast|$small_fusion|"
     "many|tests/mpi/mpi_many|$small_fusion|"
     "threads|tests/mpi/mpi_threads||"
@@ -47,8 +53,11 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-cluster_up 3 || exit 1
-cluster_hostfile "$work/hosts"
+hosts=${CLUSTER_HOSTS:-3}
+slots=${CLUSTER_SLOTS:-1}
+np=$((hosts * slots))
+cluster_up "$hosts" || exit 1
+cluster_hostfile "$work/hosts" "$slots"
 
 # test_allreduce.c's "identity" test checks herd_local_rank() == rank and herd_local_size() ==
 # size: true when every rank runs on one machine, false here, where each rank is alone on its
@@ -84,14 +93,19 @@ for entry in "${suites[@]}"; do
     log="$work/$name.log"
     start=$(date +%s%N)
     # shellcheck disable=SC2086
-    CLUSTER_TIMEOUT=150 cluster_mpirun "$work/hosts" -np 3 "${xs[@]}" "$build/$exe" $args \
+    CLUSTER_TIMEOUT=150 cluster_mpirun "$work/hosts" -np "$np" "${xs[@]}" "$build/$exe" $args \
         >"$log" 2>&1
     rc=$?
+    # With several ranks per host, the hierarchical allreduce must have been the one tested.
+    if [ "$rc" = 0 ] && [ "$name" = allreduce_hier ] && [ "$slots" -gt 1 ] &&
+        ! grep -q 'hierarchical allreduce across hosts' "$log"; then
+        echo "      $name: the shared-memory plane did not start hierarchically"
+        rc=1
+    fi
     secs=$(awk -v a="$start" -v b="$(date +%s%N)" 'BEGIN { printf "%.1f", (b - a) / 1e9 }')
     if [ "$rc" = 0 ]; then
         echo "ok    $name (${secs} s) $(grep -m1 -e 'mpi suite' -e 'herd demo' "$log")"
-    elif [ "$name" = allreduce ] || [ "$name" = allreduce_chunked ] &&
-        known_single_host_checks "$log"; then
+    elif [[ "$name" == allreduce* ]] && known_single_host_checks "$log"; then
         echo "ok    $name (${secs} s): all passed but the single-host identity checks" \
             "(known, see README.md)"
     else
@@ -105,5 +119,5 @@ if [ "$ran" = 0 ]; then
     echo "no suite matched: $*" >&2
     exit 2
 fi
-echo "cluster: $ran run(s) on 3 hosts over TCP, $failed failed"
+echo "cluster: $ran run(s) on $hosts hosts x $slots rank(s) over TCP, $failed failed"
 [ "$failed" = 0 ]

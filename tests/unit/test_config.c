@@ -49,6 +49,9 @@ static void expect_defaults(const herd_config_t *c)
     UNIT_EQ_INT(c->shutdown_timeout_ms, 60000);
     UNIT_EQ_STR(c->timeline, "");
     UNIT_EQ_INT(c->gpu_backend, HERD_GPU_BACKEND_NCCL);
+    UNIT_EQ_INT(c->shm, 1);
+    UNIT_EQ_INT(c->shm_bytes, 4 << 20);
+    UNIT_EQ_INT(c->shm_hierarchical, 1);
 }
 
 static void test_defaults(void)
@@ -240,6 +243,21 @@ static void test_spin_and_idle_poll_bounds(void)
     UNIT_CONTAINS(herd_last_error(), "HERD_IDLE_POLL_US='0'");
 }
 
+static void test_shm_knobs(void)
+{
+    herd_config_t c;
+    UNIT_EQ_INT(parse_one(&c, "HERD_SHM", "0"), HERD_OK);
+    UNIT_EQ_INT(c.shm, 0);
+    UNIT_EQ_INT(parse_one(&c, "HERD_SHM", "2"), HERD_ERR_INVALID_ARG);
+    UNIT_CONTAINS(herd_last_error(), "HERD_SHM='2'");
+    UNIT_EQ_INT(parse_one(&c, "HERD_HIERARCHICAL_ALLREDUCE", "0"), HERD_OK);
+    UNIT_EQ_INT(c.shm_hierarchical, 0);
+    UNIT_EQ_INT(parse_one(&c, "HERD_SHM_BYTES", "16K"), HERD_OK);
+    UNIT_EQ_INT(c.shm_bytes, 16384);
+    UNIT_EQ_INT(parse_one(&c, "HERD_SHM_BYTES", "16383"), HERD_ERR_INVALID_ARG);
+    UNIT_CONTAINS(herd_last_error(), "HERD_SHM_BYTES='16383'");
+}
+
 static void test_several_variables_together(void)
 {
     env_var_t env[] = {{"HERD_FUSION_THRESHOLD", "2M"},
@@ -399,6 +417,7 @@ int main(void)
         {"log_level_names_and_numbers", test_log_level_names_and_numbers},
         {"max_handles_bounds", test_max_handles_bounds},
         {"spin_and_idle_poll_bounds", test_spin_and_idle_poll_bounds},
+        {"shm_knobs", test_shm_knobs},
         {"several_variables_together", test_several_variables_together},
         {"one_bad_variable_leaves_all_defaults", test_one_bad_variable_leaves_all_defaults},
         {"seconds_knobs", test_seconds_knobs},

@@ -1,0 +1,427 @@
+/* backend/shm.c - see shm.h.
+ *
+ * DESIGN. Every local rank owns one region of the segment: three counters, each on its own pair
+ * of cache lines and written only by the owner, then two data buffers used alternately by
+ * successive chunks (chunk number `seq`, counted over the plane's life, uses buffer seq % 2).
+ * All ranks cut every allreduce into the same chunks, so `seq` agrees everywhere.
+ *
+ * Small allreduces (up to SMALL_BYTES): each rank copies its whole input (prescaled) into its
+ * buffer and raises `ready`; once every rank is ready, each reads every buffer in rank order and
+ * reduces the whole tensor itself (the same order everywhere, so the same bits everywhere), then
+ * raises `reduced` and `consumed`. One synchronisation, no second pass.
+ *
+ * Larger ones: reduce-scatter then allgather through the buffers, per chunk:
+ *   copy_in  - wait until every peer has consumed the buffer's previous chunk (seq - 2); copy
+ *              the shares other ranks reduce (prescaled) into my buffer; raise ready = seq.
+ *   reduce   - wait for every peer's ready; my share = my input (op) every peer's copy of that
+ *              share, written once into my output, divided there while in cache, copied into my
+ *              buffer for the others, then postscaled by me; raise reduced = seq.
+ *   copy_out - for every peer, wait for its reduced and copy (postscaling) its share into my
+ *              output; raise consumed = seq.
+ * Chunk i + 1 is copied in before chunk i is reduced, so a peer can start reducing it as soon
+ * as it is done with chunk i: copies and reductions of neighbouring chunks overlap across
+ * ranks. Each rank streams its S bytes in once, the reduce reads S and writes S/L twice, the
+ * copy-out moves (L-1)/L S: about 3 S of traffic per rank, where MPI's shared-memory allreduce
+ * moves several more copies through its own buffers.
+ *
+ * Hierarchical (ranks on several hosts): `across` combines each locally reduced share (or, for
+ * small tensors, the whole) with the other hosts' before the divisor and postscale, so the
+ * host's ranks copy out global results.
+ *
+ * Waiting: spin briefly on the counter, then sched_yield (for up to 50 ms), then sleep with a
+ * growing backoff (to 1 ms): an oversubscribed host still makes progress, and a wait costs no
+ * core for long. Slow
+ * waits check whether the peer's process still exists and give up after the timeout. After
+ * any failure the ranks may disagree about `seq`, so the plane refuses every later call.
+ */
+#include "backend/shm.h"
+
+#include <errno.h>
+#include <sched.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "dtype.h"
+#include "herd.h"
+#include "status.h"
+#include "util/clock.h"
+
+enum {
+    LINE = 64,
+    CTRL_BYTES = 512,      /* counters at 0, 128, 256; the pid at 384 */
+    SMALL_BYTES = 16384,   /* whole-tensor reduction on every rank up to this */
+    SPINS = 256,           /* counter checks before the first sched_yield */
+};
+enum { C_READY = 0, C_REDUCED = 1, C_CONSUMED = 2 };
+#define YIELD_NS INT64_C(50000000)  /* sched_yield for this long, then sleep */
+#define MAX_SLEEP_NS INT64_C(1000000)
+#define CHECK_NS INT64_C(10000000)  /* slow waits look at the peer's pid this often */
+
+struct herd_shm {
+    int nranks, me;
+    char **regions;     /* regions[r] */
+    size_t buf_bytes;   /* bytes of each of a region's two buffers */
+    int64_t timeout_ns; /* 0: never */
+    int (*across)(void *ctx, void *buf, int64_t count, int dtype, int op);
+    void *across_ctx;
+    uint64_t seq;       /* chunks run so far; coordinator only */
+    int broken;
+    char why[256];
+};
+
+static _Atomic uint64_t *counter(const herd_shm_t *s, int rank, int which)
+{
+    return (_Atomic uint64_t *)(void *)(s->regions[rank] + 128 * which);
+}
+
+static _Atomic int *pid_of(const herd_shm_t *s, int rank)
+{
+    return (_Atomic int *)(void *)(s->regions[rank] + 384);
+}
+
+static char *buffer(const herd_shm_t *s, int rank, uint64_t seq)
+{
+    return s->regions[rank] + CTRL_BYTES + (seq & 1) * s->buf_bytes;
+}
+
+static void publish(herd_shm_t *s, int which, uint64_t seq)
+{
+    atomic_store_explicit(counter(s, s->me, which), seq, memory_order_release);
+}
+
+static inline void cpu_relax(void)
+{
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#elif defined(__aarch64__)
+    __asm__ volatile("yield");
+#endif
+}
+
+__attribute__((format(printf, 3, 4))) static int fail(herd_shm_t *s, int status,
+                                                     const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(s->why, sizeof s->why, fmt, ap);
+    va_end(ap);
+    s->broken = 1;
+    return herd__status_set(status, "%s", s->why);
+}
+
+/* An error from `across`: its message stays this thread's last error. */
+static int broken(herd_shm_t *s, int status)
+{
+    snprintf(s->why, sizeof s->why, "%s", herd__status_last());
+    s->broken = 1;
+    return status;
+}
+
+/* Waits until `rank`'s counter `which` reaches `seq`. */
+static int wait_for(herd_shm_t *s, int rank, int which, uint64_t seq)
+{
+    _Atomic uint64_t *c = counter(s, rank, which);
+    for (int i = 0; i < SPINS; i++) {
+        if (atomic_load_explicit(c, memory_order_acquire) >= seq)
+            return HERD_OK;
+        cpu_relax();
+    }
+    int64_t start = herd__clock_ns(), check = start + CHECK_NS, nap = 20000;
+    while (atomic_load_explicit(c, memory_order_acquire) < seq) {
+        int64_t now = herd__clock_ns();
+        if (now - start < YIELD_NS) {
+            sched_yield();
+        } else {
+            struct timespec ts = {0, (long)nap};
+            nanosleep(&ts, NULL);
+            nap = nap * 2 > MAX_SLEEP_NS ? MAX_SLEEP_NS : nap * 2;
+        }
+        if (now < check)
+            continue;
+        check = now + CHECK_NS;
+        int pid = atomic_load_explicit(pid_of(s, rank), memory_order_relaxed);
+        if (pid > 0 && kill(pid, 0) != 0 && errno == ESRCH)
+            return fail(s, HERD_ERR_BACKEND,
+                        "shared-memory allreduce: local rank %d (pid %d) has exited "
+                        "(chunk %llu)",
+                        rank, pid, (unsigned long long)seq);
+        if (s->timeout_ns > 0 && now - start > s->timeout_ns)
+            return fail(s, HERD_ERR_TIMEOUT,
+                        "shared-memory allreduce: local rank %d did not reach chunk %llu "
+                        "within %lld ms (HERD_STALL_TIMEOUT_SECONDS)",
+                        rank, (unsigned long long)seq, (long long)(s->timeout_ns / 1000000));
+    }
+    return HERD_OK;
+}
+
+static int wait_all(herd_shm_t *s, int which, uint64_t seq)
+{
+    for (int q = 0; q < s->nranks; q++) {
+        if (q == s->me)
+            continue;
+        int rc = wait_for(s, q, which, seq);
+        if (rc != HERD_OK)
+            return rc;
+    }
+    return HERD_OK;
+}
+
+/* ---- element loops ----------------------------------------------------------------------
+ * d = x (op) y, or d (op)= y when x is d. Signed integers add and multiply in their unsigned
+ * type (wrapping, as MPI does, without C's signed overflow). */
+#define LOOP2(T, EXPR)                                                                         \
+    do {                                                                                       \
+        T *d_ = d;                                                                             \
+        const T *y_ = y;                                                                       \
+        if (x == d) {                                                                          \
+            for (size_t i = 0; i < n; i++) {                                                   \
+                T u = d_[i], v = y_[i];                                                        \
+                d_[i] = (EXPR);                                                                \
+            }                                                                                  \
+        } else {                                                                               \
+            const T *x_ = x;                                                                   \
+            for (size_t i = 0; i < n; i++) {                                                   \
+                T u = x_[i], v = y_[i];                                                        \
+                d_[i] = (EXPR);                                                                \
+            }                                                                                  \
+        }                                                                                      \
+    } while (0)
+
+#define OPS(T, U)                                                                              \
+    do {                                                                                       \
+        switch (op) {                                                                          \
+        case HERD_MIN: LOOP2(T, v < u ? v : u); break;                                         \
+        case HERD_MAX: LOOP2(T, v > u ? v : u); break;                                         \
+        case HERD_PRODUCT: LOOP2(T, (T)((U)u * (U)v)); break;                                  \
+        default: LOOP2(T, (T)((U)u + (U)v)); break;                                            \
+        }                                                                                      \
+    } while (0)
+
+static void combine(int dtype, int op, void *d, const void *x, const void *y, size_t n)
+{
+    switch (dtype) {
+    case HERD_UINT8: OPS(uint8_t, unsigned); break;
+    case HERD_INT8: OPS(int8_t, unsigned); break;
+    case HERD_INT32: OPS(int32_t, uint32_t); break;
+    case HERD_INT64: OPS(int64_t, uint64_t); break;
+    case HERD_FLOAT32: OPS(float, float); break;
+    case HERD_FLOAT64: OPS(double, double); break;
+    default: /* fp16, bf16: pairwise in float32, rounded, as the MPI backend's operations */
+        if (x != d)
+            memcpy(d, x, n * 2);
+        herd__half_combine(dtype, op, y, d, n);
+        break;
+    }
+}
+
+/* dst = src * pre (a copy when pre is 1). */
+static void put(int dtype, void *dst, const void *src, size_t n, size_t esize, double pre)
+{
+    if (pre != 1.0)
+        herd__dtype_scale_copy(dtype, dst, src, n, pre);
+    else
+        memcpy(dst, src, n * esize);
+}
+
+/* ---- one allreduce ------------------------------------------------------------------------ */
+
+typedef struct call {
+    const char *send;
+    char *recv;
+    int dtype, op;
+    size_t esize;
+    const herd_scale_t *scale;
+    int64_t share; /* elements per share of the current chunk */
+} call_t;
+
+/* Share q of a chunk of n elements: its first element and length (possibly 0). */
+static int64_t share_len(const call_t *c, int q, int64_t n, int64_t *start)
+{
+    *start = (int64_t)q * c->share;
+    if (*start >= n)
+        return 0;
+    return n - *start < c->share ? n - *start : c->share;
+}
+
+static int small_allreduce(herd_shm_t *s, const call_t *c, int64_t n)
+{
+    uint64_t seq = ++s->seq;
+    int rc = seq > 2 ? wait_all(s, C_CONSUMED, seq - 2) : HERD_OK;
+    if (rc != HERD_OK)
+        return rc;
+    put(c->dtype, buffer(s, s->me, seq), c->send, (size_t)n, c->esize, c->scale->pre);
+    publish(s, C_READY, seq);
+    rc = wait_all(s, C_READY, seq);
+    if (rc != HERD_OK)
+        return rc;
+    if (s->nranks == 1)
+        memcpy(c->recv, buffer(s, 0, seq), (size_t)n * c->esize);
+    else
+        combine(c->dtype, c->op, c->recv, buffer(s, 0, seq), buffer(s, 1, seq), (size_t)n);
+    for (int q = 2; q < s->nranks; q++)
+        combine(c->dtype, c->op, c->recv, c->recv, buffer(s, q, seq), (size_t)n);
+    publish(s, C_REDUCED, seq);
+    publish(s, C_CONSUMED, seq);
+    if (s->across != NULL) {
+        rc = s->across(s->across_ctx, c->recv, n, c->dtype, c->op);
+        if (rc != HERD_OK)
+            return broken(s, rc);
+    }
+    herd__dtype_finish(c->dtype, c->recv, (size_t)n, c->scale->divisor, c->scale->post);
+    return HERD_OK;
+}
+
+static int copy_in(herd_shm_t *s, const call_t *c, uint64_t seq, int64_t off, int64_t n)
+{
+    int rc = seq > 2 ? wait_all(s, C_CONSUMED, seq - 2) : HERD_OK;
+    if (rc != HERD_OK)
+        return rc;
+    char *mine = buffer(s, s->me, seq);
+    for (int q = 0; q < s->nranks; q++) {
+        int64_t st = 0, len = share_len(c, q, n, &st);
+        /* My own share is read where it lies, unless it must be prescaled first. */
+        if (len > 0 && (q != s->me || c->scale->pre != 1.0))
+            put(c->dtype, mine + st * (int64_t)c->esize, c->send + (off + st) * (int64_t)c->esize,
+                (size_t)len, c->esize, c->scale->pre);
+    }
+    publish(s, C_READY, seq);
+    return HERD_OK;
+}
+
+static int reduce_share(herd_shm_t *s, const call_t *c, uint64_t seq, int64_t off, int64_t n)
+{
+    int64_t st = 0, len = share_len(c, s->me, n, &st);
+    if (len > 0) {
+        int rc = wait_all(s, C_READY, seq);
+        if (rc != HERD_OK)
+            return rc;
+        size_t at = (size_t)st * c->esize;
+        char *mine = buffer(s, s->me, seq) + at;
+        char *dst = c->recv + (size_t)(off + st) * c->esize;
+        const char *own = c->scale->pre != 1.0 ? mine : c->send + (size_t)(off + st) * c->esize;
+        const char *x = own;
+        for (int q = 0; q < s->nranks; q++) {
+            if (q == s->me)
+                continue;
+            combine(c->dtype, c->op, dst, x, buffer(s, q, seq) + at, (size_t)len);
+            x = dst;
+        }
+        if (x != dst) /* one rank alone */
+            memcpy(dst, x, (size_t)len * c->esize);
+        if (s->across != NULL) {
+            rc = s->across(s->across_ctx, dst, len, c->dtype, c->op);
+            if (rc != HERD_OK)
+                return broken(s, rc);
+        }
+        /* The divisor is the same on every rank; postscale is each rank's own. */
+        herd__dtype_finish(c->dtype, dst, (size_t)len, c->scale->divisor, 1.0);
+        memcpy(mine, dst, (size_t)len * c->esize);
+        if (c->scale->post != 1.0)
+            herd__dtype_scale_copy(c->dtype, dst, dst, (size_t)len, c->scale->post);
+    }
+    publish(s, C_REDUCED, seq);
+    return HERD_OK;
+}
+
+static int copy_out(herd_shm_t *s, const call_t *c, uint64_t seq, int64_t off, int64_t n)
+{
+    for (int i = 1; i < s->nranks; i++) {
+        int q = (s->me + i) % s->nranks;
+        int64_t st = 0, len = share_len(c, q, n, &st);
+        if (len == 0)
+            continue;
+        int rc = wait_for(s, q, C_REDUCED, seq);
+        if (rc != HERD_OK)
+            return rc;
+        put(c->dtype, c->recv + (size_t)(off + st) * c->esize,
+            buffer(s, q, seq) + (size_t)st * c->esize, (size_t)len, c->esize, c->scale->post);
+    }
+    publish(s, C_CONSUMED, seq);
+    return HERD_OK;
+}
+
+int herd__shm_allreduce(herd_shm_t *s, const void *send, void *recv, int64_t count, int dtype,
+                        int op, const herd_scale_t *scale)
+{
+    if (s->broken)
+        return herd__status_set(HERD_ERR_BACKEND,
+                                "the shared-memory data plane failed earlier and stays off: %s",
+                                s->why);
+    if (count <= 0)
+        return HERD_OK;
+    call_t c = {.send = send, .recv = recv, .dtype = dtype, .op = op,
+                .esize = herd__dtype_size(dtype), .scale = scale};
+    int64_t bytes = count * (int64_t)c.esize;
+    if (bytes <= SMALL_BYTES || s->nranks == 1) {
+        if ((size_t)bytes <= s->buf_bytes)
+            return small_allreduce(s, &c, count);
+    }
+    /* Chunks as large as the buffers allow, of equal size, cut into shares of whole lines. */
+    int64_t per_line = LINE / (int64_t)c.esize;
+    int64_t max_share = (int64_t)(s->buf_bytes / (size_t)s->nranks / LINE) * per_line;
+    int64_t max_chunk = max_share * s->nranks;
+    int64_t nchunks = (count + max_chunk - 1) / max_chunk;
+    int64_t chunk = (count + nchunks - 1) / nchunks;
+    int64_t share = (chunk + s->nranks - 1) / s->nranks;
+    c.share = (share + per_line - 1) / per_line * per_line;
+    uint64_t base = s->seq;
+    s->seq += (uint64_t)nchunks;
+    int rc = copy_in(s, &c, base + 1, 0, chunk < count ? chunk : count);
+    for (int64_t i = 0; i < nchunks && rc == HERD_OK; i++) {
+        int64_t off = i * chunk, n = count - off < chunk ? count - off : chunk;
+        if (i + 1 < nchunks) {
+            int64_t next = off + chunk;
+            rc = copy_in(s, &c, base + 2 + (uint64_t)i, next,
+                         count - next < chunk ? count - next : chunk);
+        }
+        if (rc == HERD_OK)
+            rc = reduce_share(s, &c, base + 1 + (uint64_t)i, off, n);
+        if (rc == HERD_OK)
+            rc = copy_out(s, &c, base + 1 + (uint64_t)i, off, n);
+    }
+    return rc;
+}
+
+int herd__shm_attach(herd_shm_t **out, const herd_shm_params_t *p)
+{
+    if (p->nranks < 1 || p->me < 0 || p->me >= p->nranks || p->region_bytes < HERD_SHM_MIN_REGION)
+        return herd__status_set(HERD_ERR_INVALID_ARG,
+                                "shared-memory plane: %d ranks, rank %d, %zu-byte regions "
+                                "(at least %d)",
+                                p->nranks, p->me, p->region_bytes, (int)HERD_SHM_MIN_REGION);
+    herd_shm_t *s = calloc(1, sizeof *s);
+    char **regions = calloc((size_t)p->nranks, sizeof *regions);
+    if (s == NULL || regions == NULL) {
+        free(s);
+        free(regions);
+        return herd__status_set(HERD_ERR_NO_MEMORY, "cannot allocate the shared-memory plane");
+    }
+    for (int r = 0; r < p->nranks; r++)
+        regions[r] = p->regions[r];
+    s->nranks = p->nranks;
+    s->me = p->me;
+    s->regions = regions;
+    s->buf_bytes = ((p->region_bytes - CTRL_BYTES) / 2) & ~(size_t)(LINE - 1);
+    s->timeout_ns = p->timeout_ms * 1000000;
+    s->across = p->across;
+    s->across_ctx = p->across_ctx;
+    for (int w = C_READY; w <= C_CONSUMED; w++)
+        atomic_store_explicit(counter(s, s->me, w), 0, memory_order_relaxed);
+    atomic_store_explicit(pid_of(s, s->me), (int)getpid(), memory_order_release);
+    *out = s;
+    return HERD_OK;
+}
+
+void herd__shm_detach(herd_shm_t *s)
+{
+    if (s == NULL)
+        return;
+    free(s->regions);
+    free(s);
+}

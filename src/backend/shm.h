@@ -1,0 +1,52 @@
+/* backend/shm.h - the intra-node shared-memory data plane for host tensors: an allreduce among
+ * the ranks of one host that moves the bytes itself through a segment every local rank maps.
+ *
+ * The plane knows nothing of MPI: it is given each local rank's region of a shared segment (the
+ * MPI backend gets one from MPI_Win_allocate_shared) and synchronises through counters in those
+ * regions. It runs on the coordinator thread only; every local rank must call it for the same
+ * collectives in the same order, as for MPI. See shm.c for the protocol. */
+#ifndef HERD_BACKEND_SHM_H
+#define HERD_BACKEND_SHM_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "backend/backend.h"
+
+typedef struct herd_shm herd_shm_t;
+
+/* Bytes of one rank's region for a plane moving data in pipeline chunks of up to
+ * `region_bytes` in all (control lines, then two data buffers); the smallest region accepted. */
+enum { HERD_SHM_MIN_REGION = 16384 };
+
+typedef struct herd_shm_params {
+    int nranks, me;        /* local ranks, and this one */
+    void *const *regions;  /* regions[r]: rank r's region as mapped in this process */
+    size_t region_bytes;   /* bytes of every region (the same on every rank) */
+    int64_t timeout_ms;    /* a wait for a peer gives up after this long (0: never) */
+    /* Optional (NULL: the local ranks are all there is): combines, in place, a part this rank
+     * has reduced over its host with the same part of the other hosts (a hierarchical
+     * allreduce), before the divisor and postscale are applied. Called by every local rank for
+     * the same parts in the same order; the same on every host. HERD_OK or an error status
+     * with the message set. */
+    int (*across)(void *ctx, void *buf, int64_t count, int dtype, int op);
+    void *across_ctx;
+} herd_shm_params_t;
+
+/* Attaches to the regions and initialises this rank's own control lines. The caller must make
+ * every rank attach (a barrier) before any rank runs a collective. No collective inside. */
+int herd__shm_attach(herd_shm_t **out, const herd_shm_params_t *p);
+
+/* recv = op over the local ranks of send*pre, divided by scale->divisor (1: not) and multiplied
+ * by scale->post, exactly as the MPI backend computes it: fp16 and bf16 combine pairwise in
+ * float32 and round to nearest even; integer division truncates. `op` is SUM, MIN, MAX or
+ * PRODUCT. send == recv reduces in place. Any count: large ones travel in pipelined chunks.
+ * A peer that does not come within the timeout, or whose process has exited, fails this call
+ * with HERD_ERR_TIMEOUT or HERD_ERR_BACKEND and the plane refuses every later call. */
+int herd__shm_allreduce(herd_shm_t *s, const void *send, void *recv, int64_t count, int dtype,
+                        int op, const herd_scale_t *scale);
+
+/* Detaches (the segment itself belongs to the caller). NULL is fine. */
+void herd__shm_detach(herd_shm_t *s);
+
+#endif

@@ -269,30 +269,19 @@ fail:
     return NULL;
 }
 
-static void *create_allreduce(TF_OpKernelConstruction *c)
-{
-    return create_kernel(c, KIND_ALLREDUCE);
-}
-static void *create_grouped(TF_OpKernelConstruction *c)
-{
-    return create_kernel(c, KIND_GROUPED);
-}
-static void *create_allgather(TF_OpKernelConstruction *c)
-{
-    return create_kernel(c, KIND_ALLGATHER);
-}
-static void *create_broadcast(TF_OpKernelConstruction *c)
-{
-    return create_kernel(c, KIND_BROADCAST);
-}
-static void *create_alltoall(TF_OpKernelConstruction *c)
-{
-    return create_kernel(c, KIND_ALLTOALL);
-}
-static void *create_reducescatter(TF_OpKernelConstruction *c)
-{
-    return create_kernel(c, KIND_RS);
-}
+/* TensorFlow's create function gets no user data, so each kind has its own. */
+#define DEFINE_CREATE(fn, kind)                                                                    \
+    static void *fn(TF_OpKernelConstruction *c)                                                    \
+    {                                                                                              \
+        return create_kernel(c, kind);                                                             \
+    }
+DEFINE_CREATE(create_allreduce, KIND_ALLREDUCE)
+DEFINE_CREATE(create_grouped, KIND_GROUPED)
+DEFINE_CREATE(create_allgather, KIND_ALLGATHER)
+DEFINE_CREATE(create_broadcast, KIND_BROADCAST)
+DEFINE_CREATE(create_alltoall, KIND_ALLTOALL)
+DEFINE_CREATE(create_reducescatter, KIND_RS)
+#undef DEFINE_CREATE
 
 static void delete_kernel(void *k)
 {
@@ -389,6 +378,20 @@ typedef struct batch {
 /* k->name leaves 20 bytes for ".<i>.shape", so herd never sees more than HERD_MAX_NAME_LEN. */
 enum { NAME_CAP = HERD_MAX_NAME_LEN + 32 };
 
+static void batch_free(batch_t *b)
+{
+    if (b == NULL)
+        return;
+    for (int i = 0; i < b->n; i++)
+        free(b->shape[i]);
+    free(b->h);
+    free(b->shape);
+    free(b->shape_len);
+    free(b->shape_skip);
+    free(b->member);
+    free(b);
+}
+
 static batch_t *batch_new(int cap)
 {
     batch_t *b = calloc(1, sizeof *b + (size_t)cap * NAME_CAP);
@@ -402,29 +405,10 @@ static batch_t *batch_new(int cap)
     b->member = calloc((size_t)cap, sizeof *b->member);
     if (b->h == NULL || b->shape == NULL || b->shape_len == NULL || b->shape_skip == NULL ||
         b->member == NULL) {
-        free(b->h);
-        free(b->shape);
-        free(b->shape_len);
-        free(b->shape_skip);
-        free(b->member);
-        free(b);
+        batch_free(b);
         return NULL;
     }
     return b;
-}
-
-static void batch_free(batch_t *b)
-{
-    if (b == NULL)
-        return;
-    for (int i = 0; i < b->n; i++)
-        free(b->shape[i]);
-    free(b->h);
-    free(b->shape);
-    free(b->shape_len);
-    free(b->shape_skip);
-    free(b->member);
-    free(b);
 }
 
 /* Records `rc` (and this thread's herd message) if it is the batch's first failure. */

@@ -26,6 +26,8 @@
  * Groups. Each kernel submits its tensors and their shape checks between herd_group_start and
  * herd_group_end (per thread, so on the kernel's own thread), then waits for every handle:
  * herd negotiates them as one unit, and a failure of any is reported once, on every rank.
+ * The single-tensor kernels (all but HerdGroupedAllreduce) share one skeleton, single_run and
+ * single_t: each keeps only its checks, its herd call and its outputs.
  *
  * Threads and completion. A kernel submits to herd and then sleeps in herd_wait_handle(-1)
  * (a condition variable, or the rounds its own operation needs run on this thread: no
@@ -267,30 +269,19 @@ fail:
     return NULL;
 }
 
-static void *create_allreduce(TF_OpKernelConstruction *c)
-{
-    return create_kernel(c, KIND_ALLREDUCE);
-}
-static void *create_grouped(TF_OpKernelConstruction *c)
-{
-    return create_kernel(c, KIND_GROUPED);
-}
-static void *create_allgather(TF_OpKernelConstruction *c)
-{
-    return create_kernel(c, KIND_ALLGATHER);
-}
-static void *create_broadcast(TF_OpKernelConstruction *c)
-{
-    return create_kernel(c, KIND_BROADCAST);
-}
-static void *create_alltoall(TF_OpKernelConstruction *c)
-{
-    return create_kernel(c, KIND_ALLTOALL);
-}
-static void *create_reducescatter(TF_OpKernelConstruction *c)
-{
-    return create_kernel(c, KIND_RS);
-}
+/* TensorFlow's create function gets no user data, so each kind has its own. */
+#define DEFINE_CREATE(fn, kind)                                                                    \
+    static void *fn(TF_OpKernelConstruction *c)                                                    \
+    {                                                                                              \
+        return create_kernel(c, kind);                                                             \
+    }
+DEFINE_CREATE(create_allreduce, KIND_ALLREDUCE)
+DEFINE_CREATE(create_grouped, KIND_GROUPED)
+DEFINE_CREATE(create_allgather, KIND_ALLGATHER)
+DEFINE_CREATE(create_broadcast, KIND_BROADCAST)
+DEFINE_CREATE(create_alltoall, KIND_ALLTOALL)
+DEFINE_CREATE(create_reducescatter, KIND_RS)
+#undef DEFINE_CREATE
 
 static void delete_kernel(void *k)
 {
@@ -387,6 +378,20 @@ typedef struct batch {
 /* k->name leaves 20 bytes for ".<i>.shape", so herd never sees more than HERD_MAX_NAME_LEN. */
 enum { NAME_CAP = HERD_MAX_NAME_LEN + 32 };
 
+static void batch_free(batch_t *b)
+{
+    if (b == NULL)
+        return;
+    for (int i = 0; i < b->n; i++)
+        free(b->shape[i]);
+    free(b->h);
+    free(b->shape);
+    free(b->shape_len);
+    free(b->shape_skip);
+    free(b->member);
+    free(b);
+}
+
 static batch_t *batch_new(int cap)
 {
     batch_t *b = calloc(1, sizeof *b + (size_t)cap * NAME_CAP);
@@ -400,29 +405,10 @@ static batch_t *batch_new(int cap)
     b->member = calloc((size_t)cap, sizeof *b->member);
     if (b->h == NULL || b->shape == NULL || b->shape_len == NULL || b->shape_skip == NULL ||
         b->member == NULL) {
-        free(b->h);
-        free(b->shape);
-        free(b->shape_len);
-        free(b->shape_skip);
-        free(b->member);
-        free(b);
+        batch_free(b);
         return NULL;
     }
     return b;
-}
-
-static void batch_free(batch_t *b)
-{
-    if (b == NULL)
-        return;
-    for (int i = 0; i < b->n; i++)
-        free(b->shape[i]);
-    free(b->h);
-    free(b->shape);
-    free(b->shape_len);
-    free(b->shape_skip);
-    free(b->member);
-    free(b);
 }
 
 /* Records `rc` (and this thread's herd message) if it is the batch's first failure. */
@@ -514,50 +500,131 @@ static int batch_finish(TF_OpKernelContext *ctx, batch_t *b)
     return b->rc;
 }
 
-/* A single-tensor op: group, shape check of `in`, then the caller's submission into slot 1. */
-static batch_t *batch_single(const herd_tf_kernel_t *k, const tensor_info_t *in, int skip)
+/* ---- single-tensor kernels: one skeleton -----------------------------------------------------
+ *
+ * Allreduce, broadcast, allgather, alltoall and reducescatter each take input 0, check it and
+ * allocate what they must before submitting, submit one herd call beside input 0's shape check
+ * as one group (single_run), wait, and then write any variable-size output. A single_t holds
+ * every resource such a kernel may own, so single_end releases them whichever step failed; a
+ * kernel keeps only its checks, its herd call (a single_submit_fn) and its outputs. Each step
+ * returns 1 to go on, or 0 once it has failed the kernel. */
+
+typedef struct single {
+    TF_OpKernelContext *ctx;
+    TF_Status *s;
+    int size;            /* herd_size() when the kernel started */
+    tensor_info_t in;    /* input 0 */
+    tensor_info_t sp;    /* input 1 where there is one (alltoall's splits) */
+    TF_Tensor *out;      /* output 0 when allocated before the submission, else NULL */
+    int forwarded;       /* out is input 0's own buffer */
+    int64_t row;         /* elements per first-dimension row (variable-size ops) */
+    int64_t *counts;     /* [size] elements received from each rank, or NULL */
+    int64_t *sendcounts; /* [size] elements sent to each rank, or NULL */
+    void *recv;          /* herd's buffer of a variable-size result, or NULL */
+    batch_t *b;
+} single_t;
+
+/* The kernel's herd call, its handle into `h`; returns herd's status. */
+typedef int (*single_submit_fn)(const herd_tf_kernel_t *k, single_t *r, herd_handle_t *h);
+
+static void single_init(single_t *r, TF_OpKernelContext *ctx)
 {
-    batch_t *b = batch_new(2);
-    if (b == NULL)
-        return NULL;
+    memset(r, 0, sizeof *r);
+    r->ctx = ctx;
+    r->s = TF_NewStatus();
+    r->size = herd_size();
+}
+
+/* Fails the kernel with the TensorFlow status in r->s. */
+static int single_tf_fail(single_t *r)
+{
+    TF_OpKernelContext_Failure(r->ctx, r->s);
+    return 0;
+}
+
+static int single_oom(single_t *r)
+{
+    TF_SetStatus(r->s, TF_RESOURCE_EXHAUSTED, "herd: out of memory");
+    return single_tf_fail(r);
+}
+
+/* One int64 per rank (at least one), zeroed, into *counts. */
+static int single_alloc_counts(single_t *r, int64_t **counts)
+{
+    *counts = calloc(r->size > 0 ? (size_t)r->size : 1, sizeof **counts);
+    return *counts != NULL || single_oom(r);
+}
+
+static int single_input(single_t *r, int i, tensor_info_t *info)
+{
+    return get_input(r->ctx, i, info, r->s) || single_tf_fail(r);
+}
+
+/* Output 0 with input 0's shape, in place where TensorFlow allows (same_shape_output). */
+static int single_same_shape(single_t *r)
+{
+    r->out = same_shape_output(r->ctx, 0, 0, &r->in, &r->forwarded, r->s);
+    return r->out != NULL || single_tf_fail(r);
+}
+
+/* Needs herd initialised and input 0 of rank 1 or more: its rows are split across ranks. */
+static int single_need_rows(single_t *r, const char *what)
+{
+    if (r->size < 1) {
+        fail_herd(r->ctx, HERD_ERR_INVALID_USAGE, "herd is not initialised");
+        return 0;
+    }
+    if (r->in.ndims < 1) {
+        char msg[200];
+        snprintf(msg, sizeof msg, "herd: %s needs a tensor of rank 1 or more", what);
+        fail_msg(r->ctx, TF_INVALID_ARGUMENT, msg);
+        return 0;
+    }
+    return 1;
+}
+
+/* One group: input 0's shape check (dims from `skip` on), then `submit`'s call; waits for both
+ * and compares the shapes (batch_finish). */
+static int single_run(single_t *r, const herd_tf_kernel_t *k, int skip, single_submit_fn submit)
+{
+    if ((r->b = batch_new(2)) == NULL)
+        return single_oom(r);
     herd_group_start();
-    batch_shape_check(b, k->name, in, skip);
-    return b;
+    batch_shape_check(r->b, k->name, &r->in, skip);
+    char *unused;
+    int i = batch_slot(r->b, &unused);
+    batch_note(r->b, submit(k, r, &r->b->h[i]), NULL);
+    return batch_finish(r->ctx, r->b) == HERD_OK;
+}
+
+static void single_end(single_t *r)
+{
+    batch_free(r->b);
+    herd_free(r->recv, HERD_DEVICE_CPU);
+    free(r->counts);
+    free(r->sendcounts);
+    if (r->out != NULL)
+        TF_DeleteTensor(r->out);
+    if (r->sp.t != NULL)
+        TF_DeleteTensor(r->sp.t);
+    if (r->in.t != NULL)
+        TF_DeleteTensor(r->in.t);
+    TF_DeleteStatus(r->s);
+}
+
+static int submit_allreduce_single(const herd_tf_kernel_t *k, single_t *r, herd_handle_t *h)
+{
+    return submit_allreduce(k, k->name, TF_TensorData(r->in.t), TF_TensorData(r->out),
+                            r->in.count, r->in.dtype, h);
 }
 
 static void compute_allreduce(void *kp, TF_OpKernelContext *ctx)
 {
-    herd_tf_kernel_t *k = kp;
-    TF_Status *s = TF_NewStatus();
-    tensor_info_t in;
-    TF_Tensor *out = NULL;
-    batch_t *b = NULL;
-    int forwarded = 0;
-    if (!get_input(ctx, 0, &in, s))
-        goto tf_fail;
-    out = same_shape_output(ctx, 0, 0, &in, &forwarded, s);
-    if (out == NULL)
-        goto tf_fail;
-    if ((b = batch_single(k, &in, 0)) == NULL)
-        goto oom;
-    char *unused;
-    int i = batch_slot(b, &unused);
-    batch_note(b, submit_allreduce(k, k->name, TF_TensorData(in.t), TF_TensorData(out), in.count,
-                                   in.dtype, &b->h[i]),
-               NULL);
-    batch_finish(ctx, b);
-    goto done;
-oom:
-    TF_SetStatus(s, TF_RESOURCE_EXHAUSTED, "herd: out of memory");
-tf_fail:
-    TF_OpKernelContext_Failure(ctx, s);
-done:
-    batch_free(b);
-    if (out != NULL)
-        TF_DeleteTensor(out);
-    if (in.t != NULL)
-        TF_DeleteTensor(in.t);
-    TF_DeleteStatus(s);
+    single_t r;
+    single_init(&r, ctx);
+    if (single_input(&r, 0, &r.in) && single_same_shape(&r))
+        single_run(&r, kp, 0, submit_allreduce_single);
+    single_end(&r);
 }
 
 /* Every member and its shape check go to herd as one group: every rank negotiates them as one
@@ -616,41 +683,23 @@ done:
     TF_DeleteStatus(s);
 }
 
+static int submit_broadcast(const herd_tf_kernel_t *k, single_t *r, herd_handle_t *h)
+{
+    return herd_broadcast(k->name, TF_TensorData(r->out), r->in.count, r->in.dtype, k->root,
+                          HERD_DEVICE_CPU, h);
+}
+
+/* herd broadcasts in output 0: the input's own buffer, or a copy of it. */
 static void compute_broadcast(void *kp, TF_OpKernelContext *ctx)
 {
-    herd_tf_kernel_t *k = kp;
-    TF_Status *s = TF_NewStatus();
-    tensor_info_t in;
-    TF_Tensor *out = NULL;
-    batch_t *b = NULL;
-    int forwarded = 0;
-    if (!get_input(ctx, 0, &in, s))
-        goto tf_fail;
-    out = same_shape_output(ctx, 0, 0, &in, &forwarded, s);
-    if (out == NULL)
-        goto tf_fail;
-    if (!forwarded && in.count > 0)
-        memcpy(TF_TensorData(out), TF_TensorData(in.t), TF_TensorByteSize(in.t));
-    if ((b = batch_single(k, &in, 0)) == NULL)
-        goto oom;
-    char *unused;
-    int i = batch_slot(b, &unused);
-    batch_note(b, herd_broadcast(k->name, TF_TensorData(out), in.count, in.dtype, k->root,
-                                 HERD_DEVICE_CPU, &b->h[i]),
-               NULL);
-    batch_finish(ctx, b);
-    goto done;
-oom:
-    TF_SetStatus(s, TF_RESOURCE_EXHAUSTED, "herd: out of memory");
-tf_fail:
-    TF_OpKernelContext_Failure(ctx, s);
-done:
-    batch_free(b);
-    if (out != NULL)
-        TF_DeleteTensor(out);
-    if (in.t != NULL)
-        TF_DeleteTensor(in.t);
-    TF_DeleteStatus(s);
+    single_t r;
+    single_init(&r, ctx);
+    if (single_input(&r, 0, &r.in) && single_same_shape(&r)) {
+        if (!r.forwarded && r.in.count > 0)
+            memcpy(TF_TensorData(r.out), TF_TensorData(r.in.t), TF_TensorByteSize(r.in.t));
+        single_run(&r, kp, 0, submit_broadcast);
+    }
+    single_end(&r);
 }
 
 /* Elements per first-dimension row (a scalar counts as one row of one element). */
@@ -692,202 +741,140 @@ static int check_row(TF_OpKernelContext *ctx, const char *what, int64_t row)
     return 0;
 }
 
+/* Output 0: the r->counts elements from every rank in r->recv, as rows shaped like input 0's. */
+static int single_output_received(single_t *r)
+{
+    int64_t total = 0;
+    for (int i = 0; i < r->size; i++)
+        total += r->counts[i];
+    size_t bytes = (size_t)total * (size_t)herd_dtype_size(r->in.dtype);
+    return output_rows(r->ctx, 0, &r->in, total / r->row, r->recv, bytes, r->s) ||
+           single_tf_fail(r);
+}
+
+static int submit_allgather(const herd_tf_kernel_t *k, single_t *r, herd_handle_t *h)
+{
+    return herd_allgatherv(k->name, TF_TensorData(r->in.t), r->in.count, r->row, r->in.dtype,
+                           HERD_DEVICE_CPU, &r->recv, r->counts, h);
+}
+
 /* First dimensions may differ across ranks (herd_allgatherv); a scalar gathers as one row. */
 static void compute_allgather(void *kp, TF_OpKernelContext *ctx)
 {
-    herd_tf_kernel_t *k = kp;
-    TF_Status *s = TF_NewStatus();
-    tensor_info_t in;
-    int size = herd_size();
-    int64_t *counts = calloc(size > 0 ? (size_t)size : 1, sizeof *counts);
-    void *recv = NULL;
-    batch_t *b = NULL;
-    in.t = NULL;
-    if (counts == NULL)
-        goto oom;
-    if (!get_input(ctx, 0, &in, s))
-        goto tf_fail;
-    int64_t row = row_elems(&in);
-    if (!check_row(ctx, "allgather", row))
-        goto done;
-    if ((b = batch_single(k, &in, 1)) == NULL)
-        goto oom;
-    char *unused;
-    int i = batch_slot(b, &unused);
-    batch_note(b, herd_allgatherv(k->name, TF_TensorData(in.t), in.count, row, in.dtype,
-                                  HERD_DEVICE_CPU, &recv, counts, &b->h[i]),
-               NULL);
-    if (batch_finish(ctx, b) != HERD_OK)
-        goto done;
-    int64_t total = 0;
-    for (int r = 0; r < size; r++)
-        total += counts[r];
-    size_t bytes = (size_t)total * (size_t)herd_dtype_size(in.dtype);
-    if (!output_rows(ctx, 0, &in, total / row, recv, bytes, s))
-        goto tf_fail;
-    goto done;
-oom:
-    TF_SetStatus(s, TF_RESOURCE_EXHAUSTED, "herd: out of memory");
-tf_fail:
-    TF_OpKernelContext_Failure(ctx, s);
-done:
-    batch_free(b);
-    herd_free(recv, HERD_DEVICE_CPU);
-    free(counts);
-    if (in.t != NULL)
-        TF_DeleteTensor(in.t);
-    TF_DeleteStatus(s);
+    single_t r;
+    single_init(&r, ctx);
+    if (single_alloc_counts(&r, &r.counts) && single_input(&r, 0, &r.in)) {
+        r.row = row_elems(&r.in);
+        if (check_row(ctx, "allgather", r.row) && single_run(&r, kp, 1, submit_allgather))
+            single_output_received(&r);
+    }
+    single_end(&r);
+}
+
+/* r->sendcounts from input 1 `splits` (rows per destination), or equal parts where it is
+ * empty. */
+static int alltoall_sendcounts(single_t *r)
+{
+    const int64_t *splits = TF_TensorData(r->sp.t);
+    int64_t rows = r->in.dims[0];
+    int size = r->size;
+    char msg[256];
+    if (r->sp.count == 0) {
+        if (rows % size != 0) {
+            snprintf(msg, sizeof msg,
+                     "herd: alltoall without splits needs a first dimension divisible by the "
+                     "number of ranks (%lld rows, %d ranks)",
+                     (long long)rows, size);
+            fail_msg(r->ctx, TF_INVALID_ARGUMENT, msg);
+            return 0;
+        }
+        for (int i = 0; i < size; i++)
+            r->sendcounts[i] = rows / size * r->row;
+        return 1;
+    }
+    int64_t sum = 0;
+    int bad = r->sp.count != size || r->sp.dtype != HERD_INT64;
+    for (int i = 0; !bad && i < size; i++) {
+        bad = splits[i] < 0;
+        sum += splits[i];
+        r->sendcounts[i] = splits[i] * r->row;
+    }
+    if (bad || sum != rows) {
+        snprintf(msg, sizeof msg,
+                 "herd: alltoall splits must be %d non-negative int64 row counts summing to "
+                 "the first dimension (%lld)",
+                 size, (long long)rows);
+        fail_msg(r->ctx, TF_INVALID_ARGUMENT, msg);
+        return 0;
+    }
+    return 1;
+}
+
+static int submit_alltoall(const herd_tf_kernel_t *k, single_t *r, herd_handle_t *h)
+{
+    return herd_alltoallv(k->name, TF_TensorData(r->in.t), r->sendcounts, r->row, r->in.dtype,
+                          HERD_DEVICE_CPU, &r->recv, r->counts, h);
 }
 
 /* Input 1 `splits` (int64, herd_size() rows per destination, or empty for equal parts);
  * outputs the received rows and `received_splits` (int64, rows from each rank). */
 static void compute_alltoall(void *kp, TF_OpKernelContext *ctx)
 {
-    herd_tf_kernel_t *k = kp;
-    TF_Status *s = TF_NewStatus();
-    tensor_info_t in, sp;
-    int size = herd_size();
-    size_t n = size > 0 ? (size_t)size : 1;
-    int64_t *sendcounts = calloc(n, sizeof(int64_t));
-    int64_t *recvcounts = calloc(n, sizeof(int64_t));
-    void *recv = NULL;
-    batch_t *b = NULL;
-    char msg[256];
-    in.t = NULL;
-    sp.t = NULL;
-    if (sendcounts == NULL || recvcounts == NULL)
-        goto oom;
-    if (!get_input(ctx, 0, &in, s) || !get_input(ctx, 1, &sp, s))
-        goto tf_fail;
-    if (size < 1) {
-        fail_herd(ctx, HERD_ERR_INVALID_USAGE, "herd is not initialised");
+    single_t r;
+    single_init(&r, ctx);
+    if (!single_alloc_counts(&r, &r.sendcounts) || !single_alloc_counts(&r, &r.counts) ||
+        !single_input(&r, 0, &r.in) || !single_input(&r, 1, &r.sp) ||
+        !single_need_rows(&r, "alltoall"))
+        goto done;
+    r.row = row_elems(&r.in);
+    if (!check_row(ctx, "alltoall", r.row) || !alltoall_sendcounts(&r) ||
+        !single_run(&r, kp, 1, submit_alltoall) || !single_output_received(&r))
+        goto done;
+    for (int i = 0; i < r.size; i++)
+        r.counts[i] /= r.row;
+    int64_t sdim = r.size;
+    size_t bytes = (size_t)r.size * sizeof(int64_t);
+    TF_Tensor *rs = TF_AllocateOutput(ctx, 1, TF_INT64, &sdim, 1, bytes, r.s);
+    if (rs == NULL || TF_GetCode(r.s) != TF_OK) {
+        single_tf_fail(&r);
         goto done;
     }
-    if (in.ndims < 1) {
-        fail_msg(ctx, TF_INVALID_ARGUMENT, "herd: alltoall needs a tensor of rank 1 or more");
-        goto done;
-    }
-    int64_t row = row_elems(&in);
-    if (!check_row(ctx, "alltoall", row))
-        goto done;
-    const int64_t *splits = TF_TensorData(sp.t);
-    if (sp.count == 0) {
-        if (in.dims[0] % size != 0) {
-            snprintf(msg, sizeof msg,
-                     "herd: alltoall without splits needs a first dimension divisible by the "
-                     "number of ranks (%lld rows, %d ranks)",
-                     (long long)in.dims[0], size);
-            fail_msg(ctx, TF_INVALID_ARGUMENT, msg);
-            goto done;
-        }
-        for (int r = 0; r < size; r++)
-            sendcounts[r] = in.dims[0] / size * row;
-    } else {
-        int64_t sum = 0;
-        int bad = sp.count != size || sp.dtype != HERD_INT64;
-        for (int r = 0; !bad && r < size; r++) {
-            bad = splits[r] < 0;
-            sum += splits[r];
-            sendcounts[r] = splits[r] * row;
-        }
-        if (bad || sum != in.dims[0]) {
-            snprintf(msg, sizeof msg,
-                     "herd: alltoall splits must be %d non-negative int64 row counts summing to "
-                     "the first dimension (%lld)",
-                     size, (long long)in.dims[0]);
-            fail_msg(ctx, TF_INVALID_ARGUMENT, msg);
-            goto done;
-        }
-    }
-    if ((b = batch_single(k, &in, 1)) == NULL)
-        goto oom;
-    char *unused;
-    int i = batch_slot(b, &unused);
-    batch_note(b, herd_alltoallv(k->name, TF_TensorData(in.t), sendcounts, row, in.dtype,
-                                 HERD_DEVICE_CPU, &recv, recvcounts, &b->h[i]),
-               NULL);
-    if (batch_finish(ctx, b) != HERD_OK)
-        goto done;
-    int64_t total = 0;
-    for (int r = 0; r < size; r++) {
-        total += recvcounts[r];
-        recvcounts[r] /= row;
-    }
-    size_t bytes = (size_t)total * (size_t)herd_dtype_size(in.dtype);
-    if (!output_rows(ctx, 0, &in, total / row, recv, bytes, s))
-        goto tf_fail;
-    int64_t sdim = size;
-    TF_Tensor *rs = TF_AllocateOutput(ctx, 1, TF_INT64, &sdim, 1, n * sizeof(int64_t), s);
-    if (rs == NULL || TF_GetCode(s) != TF_OK)
-        goto tf_fail;
-    memcpy(TF_TensorData(rs), recvcounts, n * sizeof(int64_t));
+    memcpy(TF_TensorData(rs), r.counts, bytes);
     TF_DeleteTensor(rs);
-    goto done;
-oom:
-    TF_SetStatus(s, TF_RESOURCE_EXHAUSTED, "herd: out of memory");
-tf_fail:
-    TF_OpKernelContext_Failure(ctx, s);
 done:
-    batch_free(b);
-    herd_free(recv, HERD_DEVICE_CPU);
-    free(sendcounts);
-    free(recvcounts);
-    if (sp.t != NULL)
-        TF_DeleteTensor(sp.t);
-    if (in.t != NULL)
-        TF_DeleteTensor(in.t);
-    TF_DeleteStatus(s);
+    single_end(&r);
+}
+
+/* Output 0: this rank's rows of the result. */
+static int reducescatter_output(single_t *r)
+{
+    int64_t mine = herd_reducescatter_rows(r->in.dims[0], r->size, herd_rank());
+    int64_t dims[HERD_TF_MAX_DIMS];
+    memcpy(dims, r->in.dims, sizeof(int64_t) * (size_t)r->in.ndims);
+    dims[0] = mine;
+    size_t bytes = (size_t)(mine * r->row) * (size_t)herd_dtype_size(r->in.dtype);
+    r->out = TF_AllocateOutput(r->ctx, 0, r->in.tf_dtype, dims, r->in.ndims, bytes, r->s);
+    return (r->out != NULL && TF_GetCode(r->s) == TF_OK) || single_tf_fail(r);
+}
+
+static int submit_reducescatter(const herd_tf_kernel_t *k, single_t *r, herd_handle_t *h)
+{
+    return herd_reducescatterv(k->name, TF_TensorData(r->in.t), TF_TensorData(r->out),
+                               r->in.dims[0], r->row, r->in.dtype, k->reduce_op,
+                               HERD_DEVICE_CPU, h);
 }
 
 /* Rows split as Horovod does: the first rows % size ranks get one more (herd_reducescatterv). */
 static void compute_reducescatter(void *kp, TF_OpKernelContext *ctx)
 {
-    herd_tf_kernel_t *k = kp;
-    TF_Status *s = TF_NewStatus();
-    tensor_info_t in;
-    TF_Tensor *out = NULL;
-    batch_t *b = NULL;
-    if (!get_input(ctx, 0, &in, s))
-        goto tf_fail;
-    if (herd_size() < 1) {
-        fail_herd(ctx, HERD_ERR_INVALID_USAGE, "herd is not initialised");
-        goto done;
+    single_t r;
+    single_init(&r, ctx);
+    if (single_input(&r, 0, &r.in) && single_need_rows(&r, "reducescatter")) {
+        r.row = row_elems(&r.in);
+        if (reducescatter_output(&r))
+            single_run(&r, kp, 0, submit_reducescatter);
     }
-    if (in.ndims < 1) {
-        fail_msg(ctx, TF_INVALID_ARGUMENT,
-                 "herd: reducescatter needs a tensor of rank 1 or more");
-        goto done;
-    }
-    int64_t row = row_elems(&in);
-    int64_t mine = herd_reducescatter_rows(in.dims[0], herd_size(), herd_rank());
-    int64_t dims[HERD_TF_MAX_DIMS];
-    memcpy(dims, in.dims, sizeof(int64_t) * (size_t)in.ndims);
-    dims[0] = mine;
-    size_t bytes = (size_t)(mine * row) * (size_t)herd_dtype_size(in.dtype);
-    out = TF_AllocateOutput(ctx, 0, in.tf_dtype, dims, in.ndims, bytes, s);
-    if (out == NULL || TF_GetCode(s) != TF_OK)
-        goto tf_fail;
-    if ((b = batch_single(k, &in, 0)) == NULL)
-        goto oom;
-    char *unused;
-    int i = batch_slot(b, &unused);
-    batch_note(b, herd_reducescatterv(k->name, TF_TensorData(in.t), TF_TensorData(out),
-                                      in.dims[0], row, in.dtype, k->reduce_op, HERD_DEVICE_CPU,
-                                      &b->h[i]),
-               NULL);
-    batch_finish(ctx, b);
-    goto done;
-oom:
-    TF_SetStatus(s, TF_RESOURCE_EXHAUSTED, "herd: out of memory");
-tf_fail:
-    TF_OpKernelContext_Failure(ctx, s);
-done:
-    batch_free(b);
-    if (out != NULL)
-        TF_DeleteTensor(out);
-    if (in.t != NULL)
-        TF_DeleteTensor(in.t);
-    TF_DeleteStatus(s);
+    single_end(&r);
 }
 
 /* ---- shape functions ------------------------------------------------------------------------ */

@@ -13,37 +13,20 @@ Everything here is herd.tensorflow's (TensorFlow ops from libherd_tf.so); import
 TensorFlow.
 """
 
-from herd.tensorflow import (  # noqa: F401
-    Adasum,
-    Average,
-    Compression,
-    DistributedOptimizer,
-    Max,
-    Min,
-    Product,
-    Sum,
-    allgather,
-    allreduce,
-    broadcast,
-    broadcast_variables,
-    grouped_allreduce,
-    init,
-    is_initialized,
-    local_rank,
-    local_size,
-    rank,
-    reducescatter,
-    shutdown,
-    size,
-)
+import herd.tensorflow as _tf
 
 from . import callbacks  # noqa: F401
 from .callbacks import BroadcastGlobalVariablesCallback, MetricAverageCallback  # noqa: F401
 
-__all__ = [
+# The names horovod.keras shares with horovod.tensorflow: herd.tensorflow's own objects.
+_FROM_TENSORFLOW = [
     "init", "shutdown", "is_initialized", "rank", "size", "local_rank", "local_size",
     "allreduce", "grouped_allreduce", "allgather", "broadcast", "reducescatter",
-    "broadcast_variables", "DistributedOptimizer", "Compression", "callbacks",
-    "BroadcastGlobalVariablesCallback", "MetricAverageCallback",
+    "broadcast_variables", "DistributedOptimizer", "Compression",
     "Average", "Sum", "Adasum", "Min", "Max", "Product",
+]
+globals().update((_name, getattr(_tf, _name)) for _name in _FROM_TENSORFLOW)
+
+__all__ = _FROM_TENSORFLOW + [
+    "callbacks", "BroadcastGlobalVariablesCallback", "MetricAverageCallback",
 ]

@@ -51,6 +51,9 @@ from herd import (  # noqa: F401 - re-exported, as horovod.tensorflow does
     size,
 )
 
+from herd._horovod import (  # noqa: F401 - Horovod's build queries
+    gloo_built, gloo_enabled, mpi_built, mpi_enabled, mpi_threads_supported, nccl_built)
+
 from . import _ops
 from ._ops import (  # noqa: F401
     DTYPES,
@@ -109,31 +112,6 @@ def broadcast_global_variables(root_rank):
     raise _errors.make(_herd.ERR_NOT_SUPPORTED,
                        "broadcast_global_variables needs TF1 global variables; use "
                        "broadcast_variables(model.variables, root_rank)")
-
-
-def mpi_threads_supported():
-    """True: herd's MPI runs with MPI_THREAD_MULTIPLE."""
-    return True
-
-
-def mpi_enabled():
-    return True
-
-
-def mpi_built():
-    return True
-
-
-def gloo_enabled():
-    return False
-
-
-def gloo_built():
-    return False
-
-
-def nccl_built():
-    return 0
 
 
 def cuda_built():

@@ -28,50 +28,16 @@ import tensorflow as tf
 import herd
 from herd import _capi, errors
 from herd._build_info import tf_op_library_candidates
+from herd._horovod import _HERD_OP, _herd_op, _op_of
+from herd._horovod import Adasum, Average, Max, Min, Product, Sum, global_process_set  # noqa: F401
 
 from .compression import Compression
 
-# Horovod's ReduceOp values (horovod.common.basics), as herd.torch has them.
-Average = 0
-Sum = 1
-Adasum = 2
-Min = 3
-Max = 4
-Product = 5
-
-_HERD_OP = {
-    Average: _capi.AVERAGE,
-    Sum: _capi.SUM,
-    Min: _capi.MIN,
-    Max: _capi.MAX,
-    Product: _capi.PRODUCT,
-}
 _FROM_HERD_OP = {v: k for k, v in _HERD_OP.items()}
 
 #: The dtypes herd's ops take (herd.h's dtype table).
 DTYPES = (tf.uint8, tf.int8, tf.int32, tf.int64, tf.float16, tf.bfloat16, tf.float32,
           tf.float64)
-
-
-class _GlobalProcessSet:
-    """Horovod's global_process_set: herd has one process set, all ranks."""
-
-    process_set_id = 0
-
-    def included(self):
-        return True
-
-    def size(self):
-        return herd.size()
-
-    def rank(self):
-        return herd.rank()
-
-    def __repr__(self):
-        return "ProcessSet(global)"
-
-
-global_process_set = _GlobalProcessSet()
 
 
 def _load_library():
@@ -103,25 +69,6 @@ def _check_process_set(process_set):
     if process_set is not global_process_set and process_set is not None:
         raise errors.make(_capi.ERR_NOT_SUPPORTED,
                           "herd.tensorflow has one process set, all ranks (global_process_set)")
-
-
-def _op_of(op, average, default=Average):
-    """Horovod's handle_average_backwards_compatibility: `average` is the deprecated spelling."""
-    if op is not None and average is not None:
-        raise ValueError("The op parameter supersedes average. Please provide only one of them.")
-    if average is not None:
-        return Average if average else Sum
-    return default if op is None else op
-
-
-def _herd_op(op, what):
-    code = _HERD_OP.get(op)
-    if code is None:
-        if op == Adasum:
-            raise errors.make(_capi.ERR_NOT_SUPPORTED, f"{what}: herd does not implement Adasum")
-        raise errors.invalid_argument(f"{what}: unknown op {op!r}; use hvd.Average, hvd.Sum, "
-                                      "hvd.Min, hvd.Max or hvd.Product")
-    return code
 
 
 def _check_dtype(tensor, what):

@@ -54,6 +54,9 @@ from herd import (  # noqa: F401 - re-exported, as horovod.torch does
     size,
 )
 
+from herd._horovod import (  # noqa: F401 - Horovod's build queries
+    gloo_built, gloo_enabled, mpi_built, mpi_enabled, mpi_threads_supported, nccl_built)
+
 from . import _ops
 from ._functions import HorovodAllgather, HorovodAllreduce, HorovodBroadcast
 from ._objects import allgather_object, broadcast_object
@@ -147,31 +150,6 @@ def broadcast(tensor, root_rank, name=None, process_set=global_process_set):
     only the root: the Average allreduce of the output's gradient there, zeros elsewhere).
     `tensor` must have the same shape and dtype on every rank."""
     return HorovodBroadcast.apply(tensor, root_rank, name, process_set)
-
-
-def mpi_threads_supported():
-    """True: herd's MPI runs with MPI_THREAD_MULTIPLE."""
-    return True
-
-
-def mpi_enabled():
-    return True
-
-
-def mpi_built():
-    return True
-
-
-def gloo_enabled():
-    return False
-
-
-def gloo_built():
-    return False
-
-
-def nccl_built():
-    return 0
 
 
 def cuda_built():

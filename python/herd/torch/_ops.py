@@ -29,22 +29,9 @@ import torch
 import herd
 from herd import _capi, _core, errors
 from herd._capi import lib
+from herd._horovod import _HERD_OP, _herd_op, _op_of
+from herd._horovod import Adasum, Average, Max, Min, Product, Sum, global_process_set  # noqa: F401
 
-# Horovod's ReduceOp values (horovod.common.basics): scripts use the names, some the numbers.
-Average = 0
-Sum = 1
-Adasum = 2
-Min = 3
-Max = 4
-Product = 5
-
-_HERD_OP = {
-    Average: _capi.AVERAGE,
-    Sum: _capi.SUM,
-    Min: _capi.MIN,
-    Max: _capi.MAX,
-    Product: _capi.PRODUCT,
-}
 _OP_NAMES = {Average: "average", Sum: "sum", Min: "min", Max: "max", Product: "product"}
 
 _DTYPE = {
@@ -61,27 +48,6 @@ _DTYPE = {
 # herd.push_pull gains prescale=/postscale= with issue 9; until then scaling happens here, on the
 # tensor, before and after the reduction (the same arithmetic Horovod's core does).
 _NATIVE_SCALE = "prescale" in inspect.signature(herd.push_pull_async).parameters
-
-
-class _GlobalProcessSet:
-    """Horovod's global_process_set: herd has one process set, all ranks."""
-
-    process_set_id = 0
-
-    def included(self):
-        return True
-
-    def size(self):
-        return herd.size()
-
-    def rank(self):
-        return herd.rank()
-
-    def __repr__(self):
-        return "ProcessSet(global)"
-
-
-global_process_set = _GlobalProcessSet()
 
 _noname = {k: itertools.count() for k in ("allreduce", "grouped_allreduce", "broadcast",
                                           "allgather", "alltoall", "reducescatter")}
@@ -109,25 +75,6 @@ def _full_name(name, kind):
     if b"\0" in b:
         raise errors.invalid_argument(f"tensor name {name!r} contains a NUL character")
     return b, s, True
-
-
-def _op_of(op, average, default=Average):
-    """Horovod's handle_average_backwards_compatibility: `average` is the deprecated spelling."""
-    if op is not None and average is not None:
-        raise ValueError("The op parameter supersedes average. Please provide only one of them.")
-    if average is not None:
-        return Average if average else Sum
-    return default if op is None else op
-
-
-def _herd_op(op, what):
-    code = _HERD_OP.get(op)
-    if code is None:
-        if op == Adasum:
-            raise errors.make(_capi.ERR_NOT_SUPPORTED, f"{what}: herd does not implement Adasum")
-        raise errors.invalid_argument(f"{what}: unknown op {op!r}; use hvd.Average, hvd.Sum, "
-                                      "hvd.Min, hvd.Max or hvd.Product")
-    return code
 
 
 def _device_of(t, what):

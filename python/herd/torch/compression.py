@@ -2,30 +2,7 @@
 
 import torch
 
-
-class Compressor:
-    """Interface: compress(tensor) -> (tensor, ctx) before the allreduce, decompress(tensor,
-    ctx) -> tensor after it."""
-
-    @staticmethod
-    def compress(tensor):
-        raise NotImplementedError
-
-    @staticmethod
-    def decompress(tensor, ctx):
-        raise NotImplementedError
-
-
-class NoneCompressor(Compressor):
-    """Sends tensors as they are."""
-
-    @staticmethod
-    def compress(tensor):
-        return tensor, None
-
-    @staticmethod
-    def decompress(tensor, ctx):
-        return tensor
+from herd._horovod import Compressor, NoneCompressor
 
 
 class FP16Compressor(Compressor):

@@ -147,7 +147,11 @@ static void fail_herd(TF_OpKernelContext *ctx, int status, const char *detail)
     const char *text = detail != NULL ? detail : herd_last_error();
     if (text == NULL || text[0] == '\0')
         text = herd_strerror(status);
-    snprintf(msg, sizeof msg, "%s: %s", herd_status_name(status), text);
+    /* Truncating herd's message to the buffer is fine: the status name leads. */
+    int n = snprintf(msg, sizeof msg, "%s: ", herd_status_name(status));
+    if (n > 0 && (size_t)n < sizeof msg)
+        snprintf(msg + n, sizeof msg - (size_t)n, "%.*s", (int)(sizeof msg - (size_t)n - 1),
+                 text);
     TF_Status *s = TF_NewStatus();
     TF_SetStatus(s, tf_code(status), msg);
     TF_OpKernelContext_Failure(ctx, s);

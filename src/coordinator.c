@@ -72,6 +72,7 @@ struct herd_coordinator {
     int64_t wait_spin_ns; /* HERD_WAIT_SPIN_US, for a thread driving its own wait */
     int on_caller;        /* the rounds now run on a thread driving its own wait */
     int blocking_round;   /* the next round's negotiation is MPI's blocking allreduce */
+    int64_t completed;    /* ops finished so far (phantoms aside) */
     int rank, size;
     herd_negotiator_t neg;
     int64_t epoch;           /* rounds run so far: the same on every rank */
@@ -186,6 +187,7 @@ static void finish_op(herd_coordinator_t *c, uint32_t index, int status, const c
         c->joined = 0;
         atomic_store(&c->d.queue->joined, 0);
     }
+    c->completed++;
     herd__count(HERD_CTR_OPS);
     herd__handles_complete(c->d.handles, index, status, message);
 }
@@ -1384,13 +1386,13 @@ static void *coordinator_main(void *arg)
         if (!atomic_load(&c->d.queue->driving)) {
             herd__mutex_lock(&c->progress);
             int64_t epoch = c->epoch;
-            int64_t ops = herd__counter_get(HERD_CTR_OPS);
+            int64_t completed = c->completed;
             int r = drive(c, c->spin_ns, NULL, NULL);
             /* Rounds that only answered a peer while nothing is pending here say nothing about
              * when the next one comes: an application thread that drives its own waits will
              * start it. Looking again soon would only take its rounds from it. */
             int ran = c->epoch != epoch &&
-                      (c->npending > 0 || c->joined || herd__counter_get(HERD_CTR_OPS) != ops);
+                      (c->npending > 0 || c->joined || c->completed != completed);
             waiting_on_peers = c->npending > 0;
             on_gpu = c->ndevice_ops > 0;
             herd__mutex_unlock(&c->progress);

@@ -71,6 +71,7 @@ struct herd_coordinator {
     int64_t spin_ns;      /* HERD_SPIN_US, for the coordinator thread */
     int64_t wait_spin_ns; /* HERD_WAIT_SPIN_US, for a thread driving its own wait */
     int on_caller;        /* the rounds now run on a thread driving its own wait */
+    int caller_drove;     /* an application thread ran rounds since the coordinator last looked */
     int blocking_round;   /* the next round's negotiation is MPI's blocking allreduce */
     int64_t completed;    /* ops finished so far (phantoms aside) */
     int rank, size;
@@ -1393,6 +1394,14 @@ static void *coordinator_main(void *arg)
              * start it. Looking again soon would only take its rounds from it. */
             int ran = c->epoch != epoch &&
                       (c->npending > 0 || c->joined || c->completed != completed);
+            /* Where application threads drive their own waits they start the rounds (back to
+             * back calls, a training step's waits). This thread's round then only answered a
+             * peer a few microseconds before this rank's own driver would have: looking again
+             * soon would take the next round from that driver too, and every round this
+             * thread runs makes the next one patient on every rank (AND_CALLER). */
+            if (c->caller_drove)
+                ran = 0;
+            c->caller_drove = 0;
             waiting_on_peers = c->npending > 0;
             on_gpu = c->ndevice_ops > 0;
             herd__mutex_unlock(&c->progress);
@@ -1470,6 +1479,8 @@ int herd__coordinator_drive(herd_coordinator_t *c, herd_handle_t handle, int64_t
     int r = drive(c, spin_ns, handle_done, &target);
     c->on_caller = 0;
     int ran = c->epoch != epoch;
+    if (ran)
+        c->caller_drove = 1;
     herd__counter_add(HERD_CTR_ROUNDS_CALLER, c->epoch - epoch);
     /* Hand back to the coordinator thread. Clear the flag before looking at the queue: a
      * submitter that saw the flag set did not wake anyone, and its request is visible now.

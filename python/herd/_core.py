@@ -210,6 +210,10 @@ def declare(name):
 
 
 def _op_code(op):
+    if op.__class__ is str:
+        code = OPS.get(op)  # the usual spelling: one lookup
+        if code is not None:
+            return code
     if isinstance(op, str):
         code = OPS.get(op.lower())
         if code is None:
@@ -395,7 +399,7 @@ def push_pull_async(array, name=None, op="sum", out=None, dtype=None, prescale=1
     send = _buffers.resolve(array, dtype, "array")
     if out is None:
         result = _buffers.allocate_like(send)
-        recv = _buffers.resolve(result, _buffers.DTYPE_NAMES[send.dtype], "out")
+        recv = _buffers.resolve(result, send.dtype, "out")
     elif out is array:
         result, recv = out, send
     else:

@@ -220,6 +220,43 @@ static void combine(int dtype, int op, void *d, const void *x, const void *y, si
     }
 }
 
+/* The last combining step of a share, fused with what follows it: d = x (op) y, divided by
+ * `divisor`, written to both d and `copy` (the buffer the peers read it from) in one pass
+ * instead of three (combine, divide, copy). Each element rounds exactly as the separate passes
+ * round it: float32 and float64 sums, then the division, as herd__dtype_finish divides. */
+#define SUM_DIV_COPY(T)                                                                        \
+    do {                                                                                       \
+        T *d_ = d, *c_ = copy, dv = (T)divisor;                                                \
+        const T *x_ = x, *y_ = y;                                                              \
+        if (divisor > 1) {                                                                     \
+            for (size_t i = 0; i < n; i++) {                                                   \
+                T v = (x_[i] + y_[i]) / dv;                                                    \
+                d_[i] = v;                                                                     \
+                c_[i] = v;                                                                     \
+            }                                                                                  \
+        } else {                                                                               \
+            for (size_t i = 0; i < n; i++) {                                                   \
+                T v = x_[i] + y_[i];                                                           \
+                d_[i] = v;                                                                     \
+                c_[i] = v;                                                                     \
+            }                                                                                  \
+        }                                                                                      \
+    } while (0)
+
+static void combine_last(int dtype, int op, void *d, void *copy, const void *x, const void *y,
+                         size_t n, int divisor)
+{
+    if (op == HERD_SUM && dtype == HERD_FLOAT32) {
+        SUM_DIV_COPY(float);
+    } else if (op == HERD_SUM && dtype == HERD_FLOAT64) {
+        SUM_DIV_COPY(double);
+    } else {
+        combine(dtype, op, d, x, y, n);
+        herd__dtype_finish(dtype, d, n, divisor, 1.0);
+        memcpy(copy, d, n * herd__dtype_size(dtype));
+    }
+}
+
 /* dst = src * pre (a copy when pre is 1). */
 static void put(int dtype, void *dst, const void *src, size_t n, size_t esize, double pre)
 {
@@ -306,22 +343,32 @@ static int reduce_share(herd_shm_t *s, const call_t *c, uint64_t seq, int64_t of
         char *dst = c->recv + (size_t)(off + st) * c->esize;
         const char *own = c->scale->pre != 1.0 ? mine : c->send + (size_t)(off + st) * c->esize;
         const char *x = own;
+        int last = s->me == s->nranks - 1 ? s->nranks - 2 : s->nranks - 1;
         for (int q = 0; q < s->nranks; q++) {
             if (q == s->me)
                 continue;
-            combine(c->dtype, c->op, dst, x, buffer(s, q, seq) + at, (size_t)len);
+            const char *y = buffer(s, q, seq) + at;
+            if (q == last && s->across == NULL) {
+                /* The divisor is the same on every rank; postscale is each rank's own. */
+                combine_last(c->dtype, c->op, dst, mine, x, y, (size_t)len,
+                             c->scale->divisor);
+                x = NULL;
+                break;
+            }
+            combine(c->dtype, c->op, dst, x, y, (size_t)len);
             x = dst;
         }
-        if (x != dst) /* one rank alone */
-            memcpy(dst, x, (size_t)len * c->esize);
-        if (s->across != NULL) {
-            rc = s->across(s->across_ctx, dst, len, c->dtype, c->op);
-            if (rc != HERD_OK)
-                return broken(s, rc);
+        if (x != NULL) { /* one rank alone, or across hosts: the steps one by one */
+            if (x != dst)
+                memcpy(dst, x, (size_t)len * c->esize);
+            if (s->across != NULL) {
+                rc = s->across(s->across_ctx, dst, len, c->dtype, c->op);
+                if (rc != HERD_OK)
+                    return broken(s, rc);
+            }
+            herd__dtype_finish(c->dtype, dst, (size_t)len, c->scale->divisor, 1.0);
+            memcpy(mine, dst, (size_t)len * c->esize);
         }
-        /* The divisor is the same on every rank; postscale is each rank's own. */
-        herd__dtype_finish(c->dtype, dst, (size_t)len, c->scale->divisor, 1.0);
-        memcpy(mine, dst, (size_t)len * c->esize);
         if (c->scale->post != 1.0)
             herd__dtype_scale_copy(c->dtype, dst, dst, (size_t)len, c->scale->post);
     }

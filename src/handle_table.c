@@ -170,7 +170,7 @@ int herd__handles_poll(herd_handle_table_t *t, herd_handle_t handle)
 
 int herd__handles_wait(herd_handle_table_t *t, herd_handle_t handle, int64_t timeout_ms)
 {
-    int64_t now = herd__clock_ns();
+    int64_t now = timeout_ms < 0 ? 0 : herd__clock_ns(); /* forever needs no clock */
     /* A timeout too long to represent is forever (no overflow for any int64 timeout). */
     int64_t deadline = timeout_ms < 0 || timeout_ms > (INT64_MAX - now) / 1000000
                            ? INT64_MAX

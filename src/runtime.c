@@ -168,13 +168,14 @@ int herd__runtime_init(void)
     rc = herd__ctrl_open(&rt->ctrl);
     if (rc != HERD_OK)
         goto out;
+    /* The backend logs while it starts (the shared-memory plane): under this rank's number. */
+    herd__log_setup(rt->config.log_level, herd__ctrl_rank(rt->ctrl));
     rc = start_engine(rt);
     if (rc != HERD_OK) {
         herd__ctrl_release(rt->ctrl, 0);
         rt->ctrl = NULL;
         goto out;
     }
-    herd__log_setup(rt->config.log_level, herd__ctrl_rank(rt->ctrl));
     set_identity(rt, herd__ctrl_rank(rt->ctrl), herd__ctrl_size(rt->ctrl),
                  herd__ctrl_local_rank(rt->ctrl), herd__ctrl_local_size(rt->ctrl));
     atomic_store(&rt->state, HERD_STATE_RUNNING);

@@ -24,12 +24,14 @@
 /* Allreduces up to this many bytes stay on MPI even where the shared-memory plane runs: its
  * latency-optimised path for tiny messages (measured: 4 bytes) beats the plane's. The other
  * kinds go to the plane only when every rank is on this host, above their own floors, measured
- * at 2 ranks under both bindings (docs/shm.md): broadcasts up to 256 bytes stay on MPI (its
- * tiny broadcast beat the plane's under Open MPI's default binding); allgathers of 8 bytes in
- * all or fewer (a tie at 4 bytes per rank); reducescatters never (the plane won at every size).
- * Each floor applies to a number every rank has alike (the broadcast, the gathered total, the
- * whole input), so every rank makes the same choice. */
-enum { SHM_MIN_BYTES = 1024, SHM_MIN_BCAST_BYTES = 256, SHM_MIN_GATHER_BYTES = 8,
+ * at 2 ranks under both bindings (docs/shm.md): broadcasts up to 2 KiB and allgathers of up to
+ * 4 KiB in all stay on MPI's eager path (the plane won in some series there, lost in others;
+ * from a 4 KiB broadcast, and 4 KiB per rank, it won in every series, 1.2-2.4x up to 4 MiB;
+ * allgathers of 16 MiB per rank and more are a tie); reducescatters never (the plane won at
+ * almost every size in every series, 5-8x from 256 KiB). Each floor applies to a number
+ * every rank has alike (the broadcast, the gathered total, the whole input), so every rank
+ * makes the same choice. */
+enum { SHM_MIN_BYTES = 1024, SHM_MIN_BCAST_BYTES = 2048, SHM_MIN_GATHER_BYTES = 4096,
        SHM_MIN_SCATTER_BYTES = 0 };
 
 typedef struct mpi_backend {

@@ -34,7 +34,8 @@ static void usage(FILE *f)
     fputs(
         "usage: mpirun -np N [mpirun flags] herd_bench [options]\n"
         "  --only LIST         sections: idle,latency,tiny,workload,sweep,collectives\n"
-        "                      (default: all; collectives: allgather and reducescatter sweeps)\n"
+        "                      (default: all; collectives: broadcast, allgather and\n"
+        "                      reducescatter sweeps)\n"
         "  --workloads LIST    resnet50,bert_base,gpt2_small,mobilenet_v2 (default: all four, and\n"
         "                      resnet50:flat); NAME:flat lays every gradient out as a view of one\n"
         "                      buffer and adds baseline (g), that buffer reduced in 4 MiB chunks\n"
@@ -712,35 +713,47 @@ static void section_sweep(bench_t *b)
     free(s.buf);
 }
 
-/* ---- allgather and reducescatter sweeps ------------------------------------------------------
- * herd_allgather vs MPI_Allgather and herd_reducescatter (sum) vs MPI_Reduce_scatter_block on
- * one float32 tensor per step, interleaved, sizes as the allreduce sweep. Sizes are what one rank
- * contributes (allgather) or holds before the scatter (reducescatter). busbw uses NCCL's
- * factor for both, (n-1)/n of the gathered / reduced bytes. */
+/* ---- broadcast, allgather and reducescatter sweeps ---------------------------------------------
+ * herd_broadcast vs MPI_Bcast (root 0), herd_allgather vs MPI_Allgather and herd_reducescatter
+ * (sum) vs MPI_Reduce_scatter_block on one float32 tensor per step, interleaved, sizes as the
+ * allreduce sweep. Sizes are the tensor (broadcast), what one rank contributes (allgather) or
+ * holds before the scatter (reducescatter). busbw uses NCCL's factors: 1 for broadcast, (n-1)/n
+ * of the gathered / reduced bytes for the others. */
+
+enum { COLL_BCAST, COLL_GATHER, COLL_SCATTER };
 
 typedef struct coll_sweep {
     bench_t *b;
     float *send, *recv;
-    int64_t count; /* allgather: per rank; reducescatter: the whole input (a multiple of n) */
-    int gather;
+    int64_t count; /* broadcast: the tensor; allgather: per rank; reducescatter: the whole input
+                    * (a multiple of n) */
+    int kind;
     char name[64];
 } coll_sweep_t;
 
 static void coll_prepare(void *ctx)
 {
     coll_sweep_t *s = ctx;
-    for (int64_t k = 0; k < s->count; k++)
-        s->send[k] = bench_rank_value(1, k, s->b->rank, s->b->size);
+    for (int64_t k = 0; k < s->count; k++) {
+        if (s->kind == COLL_BCAST)
+            s->recv[k] = s->b->rank == 0 ? bench_value(1, k) : -1.0f;
+        else
+            s->send[k] = bench_rank_value(1, k, s->b->rank, s->b->size);
+    }
 }
 
 static int64_t coll_verify(void *ctx, const char *method)
 {
     coll_sweep_t *s = ctx;
     int n = s->b->size, me = s->b->rank;
-    int64_t bad = 0, total = s->gather ? s->count * n : s->count / n;
+    int64_t bad = 0, total = s->kind == COLL_BCAST    ? s->count
+                             : s->kind == COLL_GATHER ? s->count * n
+                                                      : s->count / n;
     for (int64_t k = 0; k < total; k++) {
-        float want = s->gather ? bench_rank_value(1, k % s->count, (int)(k / s->count), n)
-                               : bench_value(1, me * total + k) * (float)n;
+        float want = s->kind == COLL_BCAST ? bench_value(1, k)
+                     : s->kind == COLL_GATHER
+                         ? bench_rank_value(1, k % s->count, (int)(k / s->count), n)
+                         : bench_value(1, me * total + k) * (float)n;
         if (s->recv[k] != want && bad++ == 0)
             fprintf(stderr,
                     "herd_bench: rank %d: WRONG RESULT: %s, method %s: element %lld is %.9g, "
@@ -750,22 +763,33 @@ static int64_t coll_verify(void *ctx, const char *method)
     return bad;
 }
 
+static const char *const coll_herd_names[] = {"herd_broadcast", "herd_allgather",
+                                              "herd_reducescatter"};
+static const char *const coll_mpi_names[] = {"MPI_Bcast", "MPI_Allgather",
+                                             "MPI_Reduce_scatter_block"};
+
 static void coll_herd(void *arg)
 {
     coll_sweep_t *s = arg;
     herd_handle_t h = 0;
-    int rc = s->gather ? herd_allgather(s->name, s->send, s->recv, s->count, HERD_FLOAT32,
-                                        HERD_DEVICE_CPU, &h)
-                       : herd_reducescatter(s->name, s->send, s->recv, s->count / s->b->size,
-                                            HERD_FLOAT32, HERD_SUM, HERD_DEVICE_CPU, &h);
-    bench_herd_check(rc, s->gather ? "herd_allgather" : "herd_reducescatter", s->name);
+    int rc = s->kind == COLL_BCAST
+                 ? herd_broadcast(s->name, s->recv, s->count, HERD_FLOAT32, 0, HERD_DEVICE_CPU,
+                                  &h)
+             : s->kind == COLL_GATHER
+                 ? herd_allgather(s->name, s->send, s->recv, s->count, HERD_FLOAT32,
+                                  HERD_DEVICE_CPU, &h)
+                 : herd_reducescatter(s->name, s->send, s->recv, s->count / s->b->size,
+                                      HERD_FLOAT32, HERD_SUM, HERD_DEVICE_CPU, &h);
+    bench_herd_check(rc, coll_herd_names[s->kind], s->name);
     bench_herd_wait(h, s->name, s->b->opt.wait_ms);
 }
 
 static void coll_mpi(void *arg)
 {
     coll_sweep_t *s = arg;
-    if (s->gather)
+    if (s->kind == COLL_BCAST)
+        MPI_Bcast(s->recv, (int)s->count, MPI_FLOAT, 0, MPI_COMM_WORLD);
+    else if (s->kind == COLL_GATHER)
         MPI_Allgather(s->send, (int)s->count, MPI_FLOAT, s->recv, (int)s->count, MPI_FLOAT,
                       MPI_COMM_WORLD);
     else
@@ -790,15 +814,18 @@ static void section_collectives(bench_t *b)
     double busf = n > 1 ? (double)(n - 1) / n : 0.0;
     bench_json_begin(b, "collectives");
     int64_t bad = 0;
-    for (int gather = 1; gather >= 0; gather--) {
-        s.gather = gather;
-        const char *what = gather ? "allgather" : "reducescatter";
+    static const char *const whats[] = {"broadcast", "allgather", "reducescatter"};
+    static const char *const sizes[] = {"the tensor", "each rank's part", "each rank's input"};
+    static const char *const over[] = {"broadcast", "gathered", "input"};
+    for (int kind = COLL_BCAST; kind <= COLL_SCATTER; kind++) {
+        s.kind = kind;
+        const char *what = whats[kind];
+        double f = kind == COLL_BCAST ? 1.0 : busf;
         bench_text(b,
                    "\n== %s sweep: one float32 tensor, herd vs %s; interleaved; bytes = %s; "
-                   "busbw = algbw * (n-1)/n, algbw over the %s bytes\n",
-                   what, gather ? "MPI_Allgather" : "MPI_Reduce_scatter_block",
-                   gather ? "each rank's part" : "each rank's input",
-                   gather ? "gathered" : "input");
+                   "busbw = algbw * %s, algbw over the %s bytes\n",
+                   what, coll_mpi_names[kind], sizes[kind], kind == COLL_BCAST ? "1" : "(n-1)/n",
+                   over[kind]);
         bench_text(b, "   %9s %6s | %-38s %7s | %-38s %7s | %7s\n", "bytes", "iters",
                    "herd us: median [min - max]", "busbw", "MPI us: median [min - max]",
                    "busbw", "herd/MPI");
@@ -806,16 +833,14 @@ static void section_collectives(bench_t *b)
         for (int64_t bytes = b->opt.min_bytes; bytes <= max_bytes;
              bytes *= b->opt.sweep_factor) {
             s.count = bytes / (int64_t)sizeof(float);
-            if (!gather)
+            if (kind == COLL_SCATTER)
                 s.count -= s.count % n;
             if (s.count == 0)
                 continue;
             snprintf(s.name, sizeof s.name, "%s.%lld", what, (long long)bytes);
-            int64_t moved = gather ? bytes * n : bytes;
+            int64_t moved = kind == COLL_GATHER ? bytes * n : bytes;
             const bench_method_t m[2] = {{"herd", "herd", coll_herd, &s},
-                                         {"mpi", gather ? "MPI_Allgather"
-                                                        : "MPI_Reduce_scatter_block",
-                                          coll_mpi, &s}};
+                                         {"mpi", coll_mpi_names[kind], coll_mpi, &s}};
             const bench_checker_t chk = {coll_prepare, coll_verify, &s};
             bench_stat_t w[2];
             int runs[2];
@@ -823,7 +848,7 @@ static void section_collectives(bench_t *b)
             int iters = runs[0];
             double bus[2];
             for (int k = 0; k < 2; k++) {
-                bus[k] = (double)moved / w[k].median / 1e3 * busf;
+                bus[k] = (double)moved / w[k].median / 1e3 * f;
             }
             char sz[32];
             bench_text(b, "   %9s %6d | %11.2f [%10.2f - %10.2f] %7.2f | %11.2f [%10.2f - "

@@ -1,7 +1,8 @@
 """Summarises bench/shm.sh's launches: for each binding and HERD_SHM setting, the median over
 rounds of each figure herd_bench computed within one launch (herd over the best plain-MPI
-baseline, herd over the memory limit n*S/B, herd over MPI_Allreduce in the sweep), with the best
-and worst round. Usage: python3 bench/shm_summary.py DIR"""
+baseline, herd over the memory limit n*S/B, herd over MPI_Allreduce in the sweep, herd over MPI
+per size and kind in the collectives section), with the best and worst round. Sections the
+launches did not run are left out. Usage: python3 bench/shm_summary.py DIR"""
 import glob
 import json
 import os
@@ -64,20 +65,54 @@ def small_sections(runs, keys):
         print(f"| {r[0][0]} | {r[0][1][-1]} | " + " | ".join(r[1:]) + " |")
 
 
+def collectives(runs, keys):
+    """herd / MPI per size for each kind of the collectives section, when the launches ran it."""
+    for kind in ("broadcast", "allgather", "reducescatter"):
+        sizes = sorted({s["bytes"] for js in runs.values() for j in js
+                        for s in j.get("collectives", {}).get(kind, [])})
+        if not sizes:
+            continue
+        print(f"\n== {kind}: herd / MPI time, median over rounds [best-worst round]")
+        print("| bytes | " + " | ".join(f"{b} HERD_SHM={s[-1]}" for b, s in keys) + " |")
+        print("|---|" + "---|" * len(keys))
+        for size in sizes:
+            cells = []
+            for k in keys:
+                v = [s["herd_over_mpi"] for j in runs[k]
+                     for s in j.get("collectives", {}).get(kind, []) if s["bytes"] == size]
+                cells.append(fmt(v))
+            print(f"| {label(size)} | " + " | ".join(cells) + " |")
+
+
+def label(size):
+    if size >= 1 << 20 and size % (1 << 20) == 0:
+        return f"{size >> 20} MiB"
+    if size >= 1 << 10 and size % (1 << 10) == 0:
+        return f"{size >> 10} KiB"
+    return f"{size} B"
+
+
 def main(d):
     runs = load(d)
     keys = sorted(runs)
     small_sections(runs, keys)
-    print("\n== workload steps: median over rounds [best-worst round]")
-    print("| workload | binding | HERD_SHM | herd ms | best MPI baseline ms | herd / best MPI "
-          "| herd / limit n*S/B |")
-    print("|---|---|---|---|---|---|---|")
+    collectives(runs, keys)
     names = []
     for js in runs.values():
         for j in js:
             for w in j.get("workloads", []):
                 if w["name"] not in names:
                     names.append(w["name"])
+    if names:
+        workloads(runs, keys, names)
+    sweep(runs, keys)
+
+
+def workloads(runs, keys, names):
+    print("\n== workload steps: median over rounds [best-worst round]")
+    print("| workload | binding | HERD_SHM | herd ms | best MPI baseline ms | herd / best MPI "
+          "| herd / limit n*S/B |")
+    print("|---|---|---|---|---|---|---|")
     for name in names:
         for k in keys:
             herd, best, rb, rl = [], [], [], []
@@ -92,14 +127,19 @@ def main(d):
                     rl.append(w["herd_over_limit"])
             print(f"| {name} | {k[0]} | {k[1][-1]} | {fmt(herd)} | {fmt(best)} | {fmt(rb)} "
                   f"| {fmt(rl)} |")
-    print("\n== sweep: herd / MPI_Allreduce time (lower is better; 0.5 = twice the busbw)")
+
+
+def sweep(runs, keys):
     sizes = []
     for js in runs.values():
         for j in js:
             for s in j.get("sweep", {}).get("sizes", []):
                 if s["bytes"] not in sizes:
                     sizes.append(s["bytes"])
+    if not sizes:
+        return
     sizes.sort()
+    print("\n== sweep: herd / MPI_Allreduce time (lower is better; 0.5 = twice the busbw)")
     print("| bytes | " + " | ".join(f"{b} HERD_SHM={s[-1]}" for b, s in keys) + " |")
     print("|---|" + "---|" * len(keys))
     for size in sizes:

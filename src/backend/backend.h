@@ -89,8 +89,9 @@ struct herd_backend {
 /* The MPI backend over a duplicate of *world (an MPI_Comm). cfg->chunk_bytes > 0 splits a
  * collective into pieces of at most that many bytes; 0 sends each in one call (pieces are still
  * cut at INT_MAX elements, MPI's count limit). When every rank is on one host and cfg->shm is
- * set, allreduce runs on the shared-memory plane (backend/shm.h) instead, in a segment of
- * cfg->shm_bytes per rank. Collective over *world; called on the application thread during
+ * set, allreduce, broadcast, allgather(v) and reducescatter run on the shared-memory plane
+ * (backend/shm.h) instead, above sizes measured per kind, in a segment of cfg->shm_bytes per
+ * rank (there the int count limit does not apply). Collective over *world; called on the application thread during
  * init. */
 int herd__backend_mpi_create(herd_backend_t **out, const void *world, const herd_config_t *cfg);
 

@@ -1,8 +1,10 @@
 /* backend/mpi.c - host-memory collectives with MPI. fp16 and bf16 reduce through user-defined MPI
  * operations that combine pairs in float32 and round to nearest even; AVERAGE is a sum followed by
  * a division, done piece by piece while the piece is still in cache. When every rank is on one
- * host, allreduce runs on the shared-memory plane (backend/shm.h) in a segment MPI allocates
- * (MPI_Win_allocate_shared: MPI creates and removes it, herd leaves no file behind). */
+ * host, allreduce, broadcast, allgather(v) and reducescatter run on the shared-memory plane
+ * (backend/shm.h) in a segment MPI allocates (MPI_Win_allocate_shared: MPI creates and removes
+ * it, herd leaves no file behind); across hosts, allreduce runs on it hierarchically and the
+ * other kinds on MPI. */
 #include <limits.h>
 #include <mpi.h>
 #include <stdio.h>
@@ -20,8 +22,17 @@
 #include "util/clock.h"
 
 /* Allreduces up to this many bytes stay on MPI even where the shared-memory plane runs: its
- * latency-optimised path for tiny messages (measured: 4 bytes) beats the plane's. */
-enum { SHM_MIN_BYTES = 1024 };
+ * latency-optimised path for tiny messages (measured: 4 bytes) beats the plane's. The other
+ * kinds go to the plane only when every rank is on this host, above their own floors, measured
+ * at 2 ranks under both bindings (docs/shm.md): broadcasts up to 2 KiB and allgathers of up to
+ * 4 KiB in all stay on MPI's eager path (the plane won in some series there, lost in others;
+ * from a 4 KiB broadcast, and 4 KiB per rank, it won in every series, 1.2-2.4x up to 4 MiB;
+ * allgathers of 16 MiB per rank and more are a tie); reducescatters never (the plane won at
+ * almost every size in every series, 5-8x from 256 KiB). Each floor applies to a number
+ * every rank has alike (the broadcast, the gathered total, the whole input), so every rank
+ * makes the same choice. */
+enum { SHM_MIN_BYTES = 1024, SHM_MIN_BCAST_BYTES = 2048, SHM_MIN_GATHER_BYTES = 4096,
+       SHM_MIN_SCATTER_BYTES = 0 };
 
 typedef struct mpi_backend {
     herd_backend_t base;
@@ -33,6 +44,9 @@ typedef struct mpi_backend {
     size_t fusion_cap;
     int *icounts, *idispls; /* 2 * size ints each: MPI's int counts, made once */
     herd_shm_t *shm;        /* the intra-node plane; NULL: MPI only */
+    int shm_flat;           /* the plane spans every rank (no hosts beyond): the copy and
+                             * reduce-scatter kinds may use it too */
+    int64_t *lcounts, *ldispls; /* size entries each: an equal allgather's parts, made once */
     MPI_Win win;            /* its segment */
     MPI_Comm cross;         /* hierarchical: the ranks of this local index on every host */
     MPI_Comm node;          /* the ranks of this host, while the segment is mapped */
@@ -95,6 +109,8 @@ static int mpi_broadcast(herd_backend_t *be, void *buf, int64_t count, int dtype
 {
     mpi_backend_t *m = (mpi_backend_t *)be;
     int64_t bytes = count * (int64_t)herd__dtype_size(dtype);
+    if (m->shm_flat && bytes > SHM_MIN_BCAST_BYTES)
+        return herd__shm_broadcast(m->shm, buf, bytes, root);
     int64_t step = piece_elems(m, 1);
     for (int64_t off = 0; off < bytes; off += step) {
         int n = (int)(bytes - off < step ? bytes - off : step);
@@ -162,6 +178,14 @@ static int mpi_allgather(herd_backend_t *be, const void *send, void *recv, int64
                          int dtype)
 {
     mpi_backend_t *m = (mpi_backend_t *)be;
+    size_t esize = herd__dtype_size(dtype);
+    if (m->shm_flat && count * m->size * (int64_t)esize > SHM_MIN_GATHER_BYTES) {
+        for (int r = 0; r < m->size; r++) {
+            m->lcounts[r] = count;
+            m->ldispls[r] = r * count;
+        }
+        return herd__shm_allgather(m->shm, send, recv, m->lcounts, m->ldispls, esize);
+    }
     int n = 0;
     int rc = fits_int(&count, 1, &n, "allgather count");
     if (rc != HERD_OK)
@@ -175,6 +199,13 @@ static int mpi_allgatherv(herd_backend_t *be, const void *send, void *recv,
 {
     mpi_backend_t *m = (mpi_backend_t *)be;
     int rank, rc;
+    /* The total, not this rank's part: the same on every rank, so every rank chooses alike. */
+    int64_t total = 0;
+    for (int r = 0; r < m->size; r++)
+        total += counts[r];
+    size_t esize = herd__dtype_size(dtype);
+    if (m->shm_flat && total * (int64_t)esize > SHM_MIN_GATHER_BYTES)
+        return herd__shm_allgather(m->shm, send, recv, counts, displs, esize);
     MPI_Comm_rank(m->comm, &rank);
     rc = fits_int(counts, m->size, m->icounts, "allgatherv count");
     if (rc == HERD_OK)
@@ -190,12 +221,19 @@ static int mpi_reducescatter(herd_backend_t *be, const void *send, void *recv,
                              const int64_t *counts, int dtype, int op)
 {
     mpi_backend_t *m = (mpi_backend_t *)be;
-    int rc = fits_int(counts, m->size, m->icounts, "reducescatter count");
-    if (rc != HERD_OK)
-        return rc;
     int64_t total = 0;
     for (int r = 0; r < m->size; r++)
         total += counts[r];
+    if (m->shm_flat && total * (int64_t)herd__dtype_size(dtype) > SHM_MIN_SCATTER_BYTES) {
+        int rc = herd__shm_reducescatter(m->shm, send, recv, counts, dtype,
+                                         op == HERD_AVERAGE ? HERD_SUM : op);
+        if (rc != HERD_ERR_NOT_SUPPORTED) /* else refused alike everywhere: MPI's turn */
+            return rc;
+        herd__status_clear();
+    }
+    int rc = fits_int(counts, m->size, m->icounts, "reducescatter count");
+    if (rc != HERD_OK)
+        return rc;
     if (total == 0)
         return HERD_OK; /* MPI wants no buffers at all; every rank knows the same total */
     rc = MPI_Reduce_scatter(send, recv, m->icounts, mpi_type(dtype), mpi_op(m, dtype, op),
@@ -296,6 +334,7 @@ static void shm_close(mpi_backend_t *m)
 {
     herd__shm_detach(m->shm);
     m->shm = NULL;
+    m->shm_flat = 0;
     if (m->win != MPI_WIN_NULL) {
         MPI_Request req = MPI_REQUEST_NULL;
         int done = MPI_Ibarrier(m->node, &req) != MPI_SUCCESS;
@@ -411,16 +450,18 @@ static int shm_open(mpi_backend_t *m, const herd_config_t *cfg)
     }
     if (!all) {
         if (rank == 0)
-            HERD_LOG_INF("shared-memory plane off (%s): allreduce over MPI",
+            HERD_LOG_INF("shared-memory plane off (%s): every collective over MPI",
                          ok ? "another rank could not start it" : why);
         shm_close(m);
         herd__status_clear();
         return HERD_OK;
     }
+    m->shm_flat = !hier;
     if (rank == 0)
         HERD_LOG_INF("shared-memory plane on: %d local ranks, %lld bytes each%s", local,
                      (long long)cfg->shm_bytes,
-                     hier ? ", hierarchical allreduce across hosts" : "");
+                     hier ? ", hierarchical allreduce across hosts (other kinds over MPI)"
+                          : ", allreduce, broadcast, allgather(v) and reducescatter");
     return HERD_OK;
 }
 
@@ -431,6 +472,8 @@ static void mpi_destroy(herd_backend_t *be)
     free(m->fusion);
     free(m->icounts);
     free(m->idispls);
+    free(m->lcounts);
+    free(m->ldispls);
     for (int h = 0; h < 2; h++)
         for (int op = 0; op < HERD_NUM_OPS; op++)
             if (m->half_ops[h][op] != MPI_OP_NULL)
@@ -473,7 +516,9 @@ int herd__backend_mpi_create(herd_backend_t **out, const void *world, const herd
     MPI_Comm_size(m->comm, &m->size);
     m->icounts = calloc(2 * (size_t)m->size, sizeof *m->icounts);
     m->idispls = calloc(2 * (size_t)m->size, sizeof *m->idispls);
-    if (m->icounts == NULL || m->idispls == NULL) {
+    m->lcounts = calloc((size_t)m->size, sizeof *m->lcounts);
+    m->ldispls = calloc((size_t)m->size, sizeof *m->ldispls);
+    if (m->icounts == NULL || m->idispls == NULL || m->lcounts == NULL || m->ldispls == NULL) {
         mpi_destroy(&m->base);
         return herd__status_set(HERD_ERR_NO_MEMORY, "cannot allocate the MPI backend's counts");
     }

@@ -3,7 +3,11 @@
  * DESIGN. Every local rank owns one region of the segment: three counters, each on its own pair
  * of cache lines and written only by the owner, then two data buffers used alternately by
  * successive chunks (chunk number `seq`, counted over the plane's life, uses buffer seq % 2).
- * All ranks cut every allreduce into the same chunks, so `seq` agrees everywhere.
+ * All ranks cut every collective into the same chunks (from values every rank has alike), so
+ * `seq` agrees everywhere. Every kind keeps the same two rules, which is what lets any kind
+ * follow any other: a rank writes its buffer for chunk seq only once every peer's `consumed`
+ * has reached seq - 2, and every rank raises `consumed` = seq for every chunk (whether or not
+ * it read anything) once it has finished reading every buffer of that chunk.
  *
  * Small allreduces (up to SMALL_BYTES): each rank copies its whole input (prescaled) into its
  * buffer and raises `ready`; once every rank is ready, each reads every buffer in rank order and
@@ -24,15 +28,36 @@
  * copy-out moves (L-1)/L S: about 3 S of traffic per rank, where MPI's shared-memory allreduce
  * moves several more copies through its own buffers.
  *
+ * Broadcast, per chunk of up to PIPE_BYTES: the root waits for the buffer (seq - 2), copies the
+ * chunk in and raises ready; every other rank waits for the root's ready, copies the chunk out;
+ * all raise consumed. The root never waits for a reader of the chunk it just wrote, only of the
+ * one two chunks back: it runs one chunk ahead of the slowest reader.
+ *
+ * Allgather(v), per chunk: each rank copies the next piece of its own part (up to PIPE_BYTES)
+ * into its buffer and raises ready (gather_in), then for every peer waits for its ready and
+ * copies that peer's piece to its place in recv, and raises consumed (gather_out). As for
+ * allreduce, chunk i + 1 is copied in before chunk i is copied out. A rank's own part goes from
+ * send to recv directly, while the peers fill their first chunks. The number of chunks follows
+ * from the largest part (the counts are the same on every rank); a rank whose part is shorter
+ * still counts the chunks, with nothing to copy.
+ *
+ * Reducescatter, per chunk: each rank's buffer holds nranks - 1 slots, one for every other
+ * rank q: the next piece of q's part of this rank's input (scatter_in). Then each rank reduces
+ * its own part's piece from its input (read where it lies) and every peer's slot for it, in
+ * rank order, straight into recv (scatter_reduce), and raises consumed. Each rank copies
+ * (L-1)/L of its input once and reads it once more reducing: MPI's reduce-scatter moves it
+ * several times (docs/shm.md has the measurements).
+ *
  * Hierarchical (ranks on several hosts): `across` combines each locally reduced share (or, for
  * small tensors, the whole) with the other hosts' before the divisor and postscale, so the
- * host's ranks copy out global results.
+ * host's ranks copy out global results. Only allreduce has that step: the other kinds run on
+ * a flat plane only (every rank on this host).
  *
  * Waiting: spin briefly on the counter, then sched_yield (for up to 50 ms), then sleep with a
  * growing backoff (to 1 ms): an oversubscribed host still makes progress, and a wait costs no
- * core for long. Slow
- * waits check whether the peer's process still exists and give up after the timeout. After
- * any failure the ranks may disagree about `seq`, so the plane refuses every later call.
+ * core for long. Slow waits check whether the peer's process still exists and give up after the
+ * timeout. After any failure the ranks may disagree about `seq`, so the plane refuses every
+ * later call, of every kind.
  */
 #include "backend/shm.h"
 
@@ -57,6 +82,7 @@ enum {
     CTRL_BYTES = 512,      /* counters at 0, 128, 256; the pid at 384 */
     SMALL_BYTES = 16384,   /* whole-tensor reduction on every rank up to this */
     SPINS = 256,           /* counter checks before the first sched_yield */
+    PIPE_BYTES = 262144,   /* broadcast, allgather, reducescatter: bytes a rank writes per chunk */
 };
 enum { C_READY = 0, C_REDUCED = 1, C_CONSUMED = 2 };
 #define YIELD_NS INT64_C(50000000)  /* sched_yield for this long, then sleep */
@@ -71,6 +97,7 @@ struct herd_shm {
     int (*across)(void *ctx, void *buf, int64_t count, int dtype, int op);
     void *across_ctx;
     uint64_t seq;       /* chunks run so far; coordinator only */
+    const char *kind;   /* the collective running, for messages */
     int broken;
     char why[256];
 };
@@ -148,14 +175,14 @@ static int wait_for(herd_shm_t *s, int rank, int which, uint64_t seq)
         int pid = atomic_load_explicit(pid_of(s, rank), memory_order_relaxed);
         if (pid > 0 && kill(pid, 0) != 0 && errno == ESRCH)
             return fail(s, HERD_ERR_BACKEND,
-                        "shared-memory allreduce: local rank %d (pid %d) has exited "
-                        "(chunk %llu)",
-                        rank, pid, (unsigned long long)seq);
+                        "shared-memory %s: local rank %d (pid %d) has exited (chunk %llu)",
+                        s->kind, rank, pid, (unsigned long long)seq);
         if (s->timeout_ns > 0 && now - start > s->timeout_ns)
             return fail(s, HERD_ERR_TIMEOUT,
-                        "shared-memory allreduce: local rank %d did not reach chunk %llu "
-                        "within %lld ms (HERD_STALL_TIMEOUT_SECONDS)",
-                        rank, (unsigned long long)seq, (long long)(s->timeout_ns / 1000000));
+                        "shared-memory %s: local rank %d did not reach chunk %llu within %lld "
+                        "ms (HERD_STALL_TIMEOUT_SECONDS)",
+                        s->kind, rank, (unsigned long long)seq,
+                        (long long)(s->timeout_ns / 1000000));
     }
     return HERD_OK;
 }
@@ -264,6 +291,17 @@ static void put(int dtype, void *dst, const void *src, size_t n, size_t esize, d
         herd__dtype_scale_copy(dtype, dst, src, n, pre);
     else
         memcpy(dst, src, n * esize);
+}
+
+/* Every collective starts here: refused after a failure (the ranks may disagree about `seq`). */
+static int usable(herd_shm_t *s, const char *kind)
+{
+    s->kind = kind;
+    if (s->broken)
+        return herd__status_set(HERD_ERR_BACKEND,
+                                "the shared-memory data plane failed earlier and stays off: %s",
+                                s->why);
+    return HERD_OK;
 }
 
 /* ---- one allreduce ------------------------------------------------------------------------ */
@@ -396,12 +434,9 @@ static int copy_out(herd_shm_t *s, const call_t *c, uint64_t seq, int64_t off, i
 int herd__shm_allreduce(herd_shm_t *s, const void *send, void *recv, int64_t count, int dtype,
                         int op, const herd_scale_t *scale)
 {
-    if (s->broken)
-        return herd__status_set(HERD_ERR_BACKEND,
-                                "the shared-memory data plane failed earlier and stays off: %s",
-                                s->why);
-    if (count <= 0)
-        return HERD_OK;
+    int rc = usable(s, "allreduce");
+    if (rc != HERD_OK || count <= 0)
+        return rc;
     call_t c = {.send = send, .recv = recv, .dtype = dtype, .op = op,
                 .esize = herd__dtype_size(dtype), .scale = scale};
     int64_t bytes = count * (int64_t)c.esize;
@@ -419,7 +454,7 @@ int herd__shm_allreduce(herd_shm_t *s, const void *send, void *recv, int64_t cou
     c.share = (share + per_line - 1) / per_line * per_line;
     uint64_t base = s->seq;
     s->seq += (uint64_t)nchunks;
-    int rc = copy_in(s, &c, base + 1, 0, chunk < count ? chunk : count);
+    rc = copy_in(s, &c, base + 1, 0, chunk < count ? chunk : count);
     for (int64_t i = 0; i < nchunks && rc == HERD_OK; i++) {
         int64_t off = i * chunk, n = count - off < chunk ? count - off : chunk;
         if (i + 1 < nchunks) {
@@ -431,6 +466,256 @@ int herd__shm_allreduce(herd_shm_t *s, const void *send, void *recv, int64_t cou
             rc = reduce_share(s, &c, base + 1 + (uint64_t)i, off, n);
         if (rc == HERD_OK)
             rc = copy_out(s, &c, base + 1 + (uint64_t)i, off, n);
+    }
+    return rc;
+}
+
+/* ---- broadcast --------------------------------------------------------------------------- */
+
+/* Bytes a rank writes into its buffer per chunk of a broadcast, allgather or reducescatter: at
+ * most a buffer, and at most PIPE_BYTES, so that a chunk is still in cache when the others read
+ * it and a reader starts on chunk i while the writer fills chunk i + 1 (measured: 256 KiB beat
+ * whole 2 MiB buffers and 128 KiB, docs/shm.md). */
+static int64_t pipe_bytes(const herd_shm_t *s)
+{
+    return (int64_t)(s->buf_bytes < PIPE_BYTES ? s->buf_bytes : PIPE_BYTES);
+}
+
+/* Waits until every peer has consumed the chunk that last used this buffer (seq - 2). */
+static int buffer_free(herd_shm_t *s, uint64_t seq)
+{
+    return seq > 2 ? wait_all(s, C_CONSUMED, seq - 2) : HERD_OK;
+}
+
+int herd__shm_broadcast(herd_shm_t *s, void *buf, int64_t bytes, int root)
+{
+    int rc = usable(s, "broadcast");
+    if (rc != HERD_OK || bytes <= 0)
+        return rc;
+    if (s->across != NULL || root < 0 || root >= s->nranks)
+        return herd__status_set(HERD_ERR_INTERNAL,
+                                "shared-memory broadcast: root %d of %d local ranks%s", root,
+                                s->nranks, s->across != NULL ? " across hosts" : "");
+    int64_t chunk = pipe_bytes(s);
+    int64_t nchunks = (bytes + chunk - 1) / chunk;
+    uint64_t base = s->seq;
+    s->seq += (uint64_t)nchunks;
+    for (int64_t i = 0; i < nchunks && rc == HERD_OK; i++) {
+        uint64_t seq = base + 1 + (uint64_t)i;
+        int64_t off = i * chunk, n = bytes - off < chunk ? bytes - off : chunk;
+        if (s->me == root) {
+            rc = buffer_free(s, seq);
+            if (rc != HERD_OK)
+                break;
+            memcpy(buffer(s, root, seq), (char *)buf + off, (size_t)n);
+            publish(s, C_READY, seq);
+        } else {
+            rc = wait_for(s, root, C_READY, seq);
+            if (rc != HERD_OK)
+                break;
+            memcpy((char *)buf + off, buffer(s, root, seq), (size_t)n);
+        }
+        /* The root reads no buffer; it raises consumed all the same, as every rank does for
+         * every chunk, so later chunks may reuse every buffer. */
+        publish(s, C_CONSUMED, seq);
+    }
+    return rc;
+}
+
+/* ---- allgather ----------------------------------------------------------------------------- */
+
+typedef struct gather {
+    const char *send;
+    char *recv;
+    const int64_t *counts, *displs;
+    size_t esize;
+    int64_t chunk; /* bytes of each rank's part per chunk */
+} gather_t;
+
+/* Bytes of rank q's part in chunk k (possibly 0). */
+static int64_t part_piece(const gather_t *g, int q, int64_t k)
+{
+    int64_t left = g->counts[q] * (int64_t)g->esize - k * g->chunk;
+    return left <= 0 ? 0 : left < g->chunk ? left : g->chunk;
+}
+
+static int gather_in(herd_shm_t *s, const gather_t *g, uint64_t seq, int64_t k)
+{
+    int64_t n = part_piece(g, s->me, k);
+    if (n > 0) {
+        int rc = buffer_free(s, seq);
+        if (rc != HERD_OK)
+            return rc;
+        memcpy(buffer(s, s->me, seq), g->send + k * g->chunk, (size_t)n);
+    }
+    publish(s, C_READY, seq);
+    return HERD_OK;
+}
+
+static int gather_out(herd_shm_t *s, const gather_t *g, uint64_t seq, int64_t k)
+{
+    for (int i = 1; i < s->nranks; i++) {
+        int q = (s->me + i) % s->nranks;
+        int64_t n = part_piece(g, q, k);
+        if (n == 0)
+            continue;
+        int rc = wait_for(s, q, C_READY, seq);
+        if (rc != HERD_OK)
+            return rc;
+        memcpy(g->recv + g->displs[q] * (int64_t)g->esize + k * g->chunk, buffer(s, q, seq),
+               (size_t)n);
+    }
+    publish(s, C_CONSUMED, seq);
+    return HERD_OK;
+}
+
+int herd__shm_allgather(herd_shm_t *s, const void *send, void *recv, const int64_t *counts,
+                        const int64_t *displs, size_t esize)
+{
+    int rc = usable(s, "allgather");
+    if (rc != HERD_OK)
+        return rc;
+    if (s->across != NULL)
+        return herd__status_set(HERD_ERR_INTERNAL, "shared-memory allgather across hosts");
+    gather_t g = {.send = send, .recv = recv, .counts = counts, .displs = displs,
+                  .esize = esize, .chunk = pipe_bytes(s)};
+    int64_t most = 0;
+    for (int q = 0; q < s->nranks; q++)
+        most = counts[q] > most ? counts[q] : most;
+    int64_t nchunks = (most * (int64_t)esize + g.chunk - 1) / g.chunk;
+    if (nchunks == 0)
+        return HERD_OK;
+    uint64_t base = s->seq;
+    s->seq += (uint64_t)nchunks;
+    rc = gather_in(s, &g, base + 1, 0);
+    /* My own part goes straight from send to recv (nothing to do in place), while the peers
+     * fill their buffers with their first chunks. */
+    char *mine = g.recv + displs[s->me] * (int64_t)esize;
+    if (rc == HERD_OK && counts[s->me] > 0 && mine != g.send)
+        memcpy(mine, g.send, (size_t)counts[s->me] * esize);
+    for (int64_t k = 0; k < nchunks && rc == HERD_OK; k++) {
+        if (k + 1 < nchunks)
+            rc = gather_in(s, &g, base + 2 + (uint64_t)k, k + 1);
+        if (rc == HERD_OK)
+            rc = gather_out(s, &g, base + 1 + (uint64_t)k, k);
+    }
+    return rc;
+}
+
+/* ---- reducescatter ------------------------------------------------------------------------- */
+
+typedef struct scatter {
+    const char *send;
+    char *recv;
+    const int64_t *counts;
+    int dtype, op;
+    size_t esize;
+    int64_t slot;  /* elements per rank's slot in a chunk: each rank's buffer holds nranks - 1 */
+    int64_t first; /* my part's first element in send */
+} scatter_t;
+
+/* Elements of part q in chunk k (possibly 0). */
+static int64_t slot_len(const scatter_t *c, int q, int64_t k)
+{
+    int64_t left = c->counts[q] - k * c->slot;
+    return left <= 0 ? 0 : left < c->slot ? left : c->slot;
+}
+
+/* Where part q's chunk lies in rank r's buffer (r skips itself). */
+static size_t slot_at(const scatter_t *c, int r, int q)
+{
+    return (size_t)(q < r ? q : q - 1) * (size_t)c->slot * c->esize;
+}
+
+/* Copies the chunk k of every part the other ranks reduce into my buffer. */
+static int scatter_in(herd_shm_t *s, const scatter_t *c, uint64_t seq, int64_t k)
+{
+    int rc = HERD_OK, waited = 0;
+    int64_t at = 0; /* part q's first element in send */
+    for (int q = 0; q < s->nranks; at += c->counts[q], q++) {
+        int64_t n = slot_len(c, q, k);
+        if (q == s->me || n == 0)
+            continue;
+        if (!waited && (rc = buffer_free(s, seq)) != HERD_OK)
+            return rc;
+        waited = 1;
+        memcpy(buffer(s, s->me, seq) + slot_at(c, s->me, q),
+               c->send + (size_t)(at + k * c->slot) * c->esize, (size_t)n * c->esize);
+    }
+    publish(s, C_READY, seq);
+    return HERD_OK;
+}
+
+/* Rank q's contribution to my part's chunk k: my own input where it lies, or q's slot for me. */
+static const char *contribution(const herd_shm_t *s, const scatter_t *c, uint64_t seq, int q,
+                                int64_t k)
+{
+    if (q == s->me)
+        return c->send + (size_t)(c->first + k * c->slot) * c->esize;
+    return buffer(s, q, seq) + slot_at(c, q, s->me);
+}
+
+/* My part's chunk k: every rank's contribution, combined in rank order (as a small allreduce
+ * does), straight into recv. */
+static int scatter_reduce(herd_shm_t *s, const scatter_t *c, uint64_t seq, int64_t k)
+{
+    int64_t n = slot_len(c, s->me, k);
+    if (n > 0) {
+        int rc = wait_all(s, C_READY, seq);
+        if (rc != HERD_OK)
+            return rc;
+        char *dst = c->recv + (size_t)(k * c->slot) * c->esize;
+        if (s->nranks == 1)
+            memcpy(dst, contribution(s, c, seq, 0, k), (size_t)n * c->esize);
+        else
+            combine(c->dtype, c->op, dst, contribution(s, c, seq, 0, k),
+                    contribution(s, c, seq, 1, k), (size_t)n);
+        for (int q = 2; q < s->nranks; q++)
+            combine(c->dtype, c->op, dst, dst, contribution(s, c, seq, q, k), (size_t)n);
+    }
+    publish(s, C_CONSUMED, seq);
+    return HERD_OK;
+}
+
+int herd__shm_reducescatter(herd_shm_t *s, const void *send, void *recv, const int64_t *counts,
+                            int dtype, int op)
+{
+    int rc = usable(s, "reducescatter");
+    if (rc != HERD_OK)
+        return rc;
+    if (s->across != NULL)
+        return herd__status_set(HERD_ERR_INTERNAL, "shared-memory reducescatter across hosts");
+    scatter_t c = {.send = send, .recv = recv, .counts = counts, .dtype = dtype, .op = op,
+                   .esize = herd__dtype_size(dtype)};
+    int64_t most = 0;
+    for (int q = 0; q < s->nranks; q++) {
+        most = counts[q] > most ? counts[q] : most;
+        c.first += q < s->me ? counts[q] : 0;
+    }
+    /* Slots of whole lines, nranks - 1 of them in a pipeline chunk (with hundreds of local
+     * ranks, slots of whole elements; a buffer too small for one element each is refused, by
+     * every rank alike, before any chunk is counted). */
+    int64_t slots = s->nranks > 1 ? s->nranks - 1 : 1;
+    int64_t slot_bytes = pipe_bytes(s) / slots & ~(int64_t)(LINE - 1);
+    if (slot_bytes == 0)
+        slot_bytes = (int64_t)s->buf_bytes / slots;
+    c.slot = slot_bytes / (int64_t)c.esize;
+    if (c.slot == 0)
+        return herd__status_set(HERD_ERR_NOT_SUPPORTED,
+                                "shared-memory reducescatter: %zu-byte buffers cannot hold one "
+                                "%s element for each of %d local ranks (HERD_SHM_BYTES)",
+                                s->buf_bytes, herd__dtype_name(dtype), s->nranks);
+    int64_t nchunks = (most + c.slot - 1) / c.slot;
+    if (nchunks == 0)
+        return HERD_OK;
+    uint64_t base = s->seq;
+    s->seq += (uint64_t)nchunks;
+    rc = scatter_in(s, &c, base + 1, 0);
+    for (int64_t k = 0; k < nchunks && rc == HERD_OK; k++) {
+        if (k + 1 < nchunks)
+            rc = scatter_in(s, &c, base + 2 + (uint64_t)k, k + 1);
+        if (rc == HERD_OK)
+            rc = scatter_reduce(s, &c, base + 1 + (uint64_t)k, k);
     }
     return rc;
 }

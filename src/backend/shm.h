@@ -1,5 +1,6 @@
-/* backend/shm.h - the intra-node shared-memory data plane for host tensors: an allreduce among
- * the ranks of one host that moves the bytes itself through a segment every local rank maps.
+/* backend/shm.h - the intra-node shared-memory data plane for host tensors: allreduce (and, when
+ * every rank is on this host, broadcast, allgather(v) and reducescatter) among the ranks of one
+ * host, moving the bytes itself through a segment every local rank maps.
  *
  * The plane knows nothing of MPI: it is given each local rank's region of a shared segment (the
  * MPI backend gets one from MPI_Win_allocate_shared) and synchronises through counters in those
@@ -45,6 +46,26 @@ int herd__shm_attach(herd_shm_t **out, const herd_shm_params_t *p);
  * with HERD_ERR_TIMEOUT or HERD_ERR_BACKEND and the plane refuses every later call. */
 int herd__shm_allreduce(herd_shm_t *s, const void *send, void *recv, int64_t count, int dtype,
                         int op, const herd_scale_t *scale);
+
+/* The copy and reduce-scatter collectives below run on a flat plane only (no `across`: every
+ * rank on this host), travel in pipelined chunks through the same buffers and counters as
+ * allreduce, and fail and refuse alike. Counts and displacements have one entry per local rank
+ * and are the same on every rank.
+ *
+ * buf on every rank = buf on `root`: `bytes` bytes. */
+int herd__shm_broadcast(herd_shm_t *s, void *buf, int64_t bytes, int root);
+
+/* recv = counts[q] elements of rank q at element displs[q], for every q, from each rank's
+ * send (counts[me] elements of esize bytes). send may be recv + displs[me] (in place). */
+int herd__shm_allgather(herd_shm_t *s, const void *send, void *recv, const int64_t *counts,
+                        const int64_t *displs, size_t esize);
+
+/* recv (counts[me] elements) = op over the local ranks of part `me` of send, where send holds
+ * every rank's part in rank order (counts[0] elements, then counts[1], ...). `op` is SUM, MIN,
+ * MAX or PRODUCT (AVERAGE reduces as SUM: the caller divides); computed as allreduce computes
+ * it, contributions combined in rank order. send and recv must not overlap. */
+int herd__shm_reducescatter(herd_shm_t *s, const void *send, void *recv, const int64_t *counts,
+                            int dtype, int op);
 
 /* Detaches (the segment itself belongs to the caller). NULL is fine. */
 void herd__shm_detach(herd_shm_t *s);

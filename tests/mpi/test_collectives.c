@@ -134,15 +134,19 @@ static void test_allgather_every_dtype_and_size(void)
 
 static void test_allgatherv_uneven_rows(void)
 {
-    const int64_t row = 3;
-    for (int variant = 0; variant < 3; variant++) {
+    /* Rows of 3 elements (tiny: MPI's path) and of 1001 (the shared-memory plane's, in several
+     * chunks with 16 KiB regions, for all but the smallest dtypes). */
+    for (int v = 0; v < 6; v++) {
+        int variant = v % 3;
+        const int64_t row = v < 3 ? 3 : 1001;
         /* Rows per rank: r + 1, rank 1 empty, or all empty. */
         int64_t my_rows = variant == 0 ? mt_rank + 1 : variant == 1 ? (mt_rank == 1 ? 0 : 2) : 0;
         for (int d = 0; d < MT_NUM_DTYPES; d++) {
             int dtype = all_dtypes[d];
-            uint64_t salt = 0xb0u + (uint64_t)(variant * 16 + d);
+            uint64_t salt = 0xb0u + (uint64_t)(v * 16 + d);
             char name[64];
-            snprintf(name, sizeof name, "agv.%d.%s", variant, mt_dtype_name(dtype));
+            snprintf(name, sizeof name, "agv.%lld.%d.%s", (long long)row, variant,
+                     mt_dtype_name(dtype));
             int64_t count = my_rows * row;
             void *send = mt_alloc((size_t)count * mt_dtype_size(dtype));
             /* Element i of rank r's part is value (r, i): rank r's part is its own values. */

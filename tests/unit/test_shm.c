@@ -3,7 +3,8 @@
  * the chunk and share boundaries, in place and out of place, with and without pre/postscale and
  * a divisor; each result is compared element by element with the exact value (inputs are small
  * integers, so sums and products are exact in every dtype and the order of combination does not
- * matter). Then the failures: a peer that exits, and one that never comes (timeout). */
+ * matter). Broadcast, allgather(v) and reducescatter the same way, and every kind after every
+ * other. Then the failures: a peer that exits, and one that never comes (timeout). */
 #include <errno.h>
 #include <signal.h>
 #include <stdio.h>
@@ -260,6 +261,270 @@ static void test_across_hosts_hook(void)
     run_across = NULL;
 }
 
+/* ---- broadcast, allgather, reducescatter ------------------------------------------------------
+ * A 16 KiB region has buffers of 7936 bytes: broadcast and allgather move up to that many bytes
+ * of a part per chunk, reducescatter nranks - 1 slots of whole lines (2 ranks: 1984 float32,
+ * 3: 992, 4: 656). The sizes below sit on and around those boundaries. */
+
+/* Byte i of a broadcast from `root` (never 0xee, the receivers' fill). */
+static unsigned char bcast_byte(int root, int64_t i)
+{
+    return (unsigned char)((uint64_t)(i * 2654435761u + (uint64_t)root * 977u) % 239u);
+}
+
+static int check_broadcast(herd_shm_t *s, int rank, int nranks, int root, int64_t bytes)
+{
+    unsigned char *buf = malloc((size_t)(bytes > 0 ? bytes : 1));
+    for (int64_t i = 0; i < bytes; i++)
+        buf[i] = rank == root ? bcast_byte(root, i) : 0xee;
+    int rc = herd__shm_broadcast(s, buf, bytes, root);
+    int failures = rc != HERD_OK;
+    if (rc != HERD_OK)
+        fprintf(stderr, "rank %d: broadcast from %d, %lld bytes: status %d: %s\n", rank, root,
+                (long long)bytes, rc, herd__status_last());
+    for (int64_t i = 0; i < bytes && rc == HERD_OK; i++) {
+        if (buf[i] != bcast_byte(root, i)) {
+            fprintf(stderr, "rank %d of %d: broadcast from %d, %lld bytes: byte %lld is %d\n",
+                    rank, nranks, root, (long long)bytes, (long long)i, buf[i]);
+            failures++;
+            break;
+        }
+    }
+    free(buf);
+    return failures;
+}
+
+static const int64_t bcast_sizes[] = {0,     1,     2,     63,    64,    65,   7935,
+                                      7936,  7937,  15871, 15872, 15873, 23809, 100003};
+
+static int every_broadcast(herd_shm_t *s, int rank, int nranks, void *arg)
+{
+    (void)arg;
+    int failures = 0;
+    for (int root = 0; root < nranks; root++)
+        for (size_t k = 0; k < sizeof bcast_sizes / sizeof bcast_sizes[0]; k++)
+            failures += check_broadcast(s, rank, nranks, root, bcast_sizes[k]);
+    return failures;
+}
+
+static void test_broadcast_every_root(void)
+{
+    for (int n = 1; n <= MAX_RANKS; n++)
+        UNIT_EQ_INT(run_ranks(n, SMALL_REGION, 60000, every_broadcast, NULL), 0);
+}
+
+/* Element i of rank r's allgather part, as bytes: (r, i) spread over the element's bytes. */
+static unsigned char gather_byte(int r, int64_t i)
+{
+    return (unsigned char)(1 + ((uint64_t)i * 40503u + (uint64_t)r * 131u) % 251u);
+}
+
+/* One allgather: parts counts[q] elements of esize bytes at displs[q] (gaps between parts must
+ * stay untouched); in place when asked. */
+static int check_allgather(herd_shm_t *s, int rank, int nranks, const int64_t *counts,
+                           const int64_t *displs, size_t esize, int in_place)
+{
+    int64_t end = 0;
+    for (int q = 0; q < nranks; q++)
+        end = displs[q] + counts[q] > end ? displs[q] + counts[q] : end;
+    size_t bytes = (size_t)end * esize, mine = (size_t)counts[rank] * esize;
+    unsigned char *recv = malloc(bytes + 1), *send = malloc(mine + 1);
+    memset(recv, 0xee, bytes + 1);
+    unsigned char *from = in_place ? recv + displs[rank] * (int64_t)esize : send;
+    for (size_t b = 0; b < mine; b++)
+        from[b] = gather_byte(rank, (int64_t)b);
+    int rc = herd__shm_allgather(s, from, recv, counts, displs, esize);
+    int failures = rc != HERD_OK;
+    if (rc != HERD_OK)
+        fprintf(stderr, "rank %d: allgather: status %d: %s\n", rank, rc, herd__status_last());
+    for (size_t b = 0; b < bytes && rc == HERD_OK; b++) {
+        int owner = -1;
+        for (int q = 0; q < nranks; q++)
+            if ((int64_t)b >= displs[q] * (int64_t)esize &&
+                (int64_t)b < (displs[q] + counts[q]) * (int64_t)esize)
+                owner = q;
+        unsigned char want =
+            owner < 0 ? 0xee
+                      : gather_byte(owner, (int64_t)b - displs[owner] * (int64_t)esize);
+        if (recv[b] != want) {
+            fprintf(stderr,
+                    "rank %d of %d: allgather (esize %zu%s, my part %lld): byte %zu (rank %d's) "
+                    "is %d, expected %d\n",
+                    rank, nranks, esize, in_place ? ", in place" : "", (long long)counts[rank],
+                    b, owner, recv[b], want);
+            failures++;
+            break;
+        }
+    }
+    free(recv);
+    free(send);
+    return failures;
+}
+
+/* Parts per rank for case k: equal (around the chunk), unequal, some or all empty. */
+static const int64_t gather_parts[] = {0, 1, 5, 63, 64, 65, 1983, 1984, 1985, 3969, 7937, 20011};
+enum { NPARTS = sizeof gather_parts / sizeof gather_parts[0] };
+
+static int every_allgather(herd_shm_t *s, int rank, int nranks, void *arg)
+{
+    (void)arg;
+    static const size_t esizes[] = {1, 2, 4, 8};
+    int64_t counts[MAX_RANKS], displs[MAX_RANKS];
+    int failures = 0;
+    for (int e = 0; e < 4; e++) {
+        for (int k = 0; k < NPARTS; k++) {
+            for (int shape = 0; shape < 3; shape++) {
+                int64_t at = 0;
+                for (int q = 0; q < nranks; q++) {
+                    /* 0: equal parts; 1: rotating unequal parts; 2: rank 1 empty, gaps. */
+                    counts[q] = shape == 0   ? gather_parts[k]
+                                : shape == 1 ? gather_parts[(k + 5 * q) % NPARTS]
+                                : q == 1     ? 0
+                                             : gather_parts[(k + q) % NPARTS];
+                    displs[q] = at;
+                    at += counts[q] + (shape == 2 ? 3 : 0);
+                }
+                for (int in_place = 0; in_place < 2; in_place++)
+                    failures += check_allgather(s, rank, nranks, counts, displs, esizes[e],
+                                                in_place);
+            }
+        }
+    }
+    return failures;
+}
+
+static void test_allgather_equal_unequal_in_place(void)
+{
+    for (int n = 1; n <= MAX_RANKS; n++)
+        UNIT_EQ_INT(run_ranks(n, SMALL_REGION, 60000, every_allgather, NULL), 0);
+}
+
+/* One reducescatter: rank r's send holds value(dtype, op, r, i) at every i; part q is counts[q]
+ * elements in rank order. AVERAGE reduces as SUM (the caller divides). */
+static int check_reducescatter(herd_shm_t *s, int rank, int nranks, int dtype, int op,
+                               const int64_t *counts)
+{
+    size_t esize = herd__dtype_size(dtype);
+    int64_t total = 0, first = 0;
+    for (int q = 0; q < nranks; q++) {
+        first += q < rank ? counts[q] : 0;
+        total += counts[q];
+    }
+    int64_t n = counts[rank];
+    char *send = malloc((size_t)(total + 1) * esize), *recv = malloc((size_t)(n + 1) * esize);
+    char *want = malloc((size_t)(n + 1) * esize);
+    int real_op = op == HERD_AVERAGE ? HERD_SUM : op;
+    for (int64_t i = 0; i < total; i++)
+        put(dtype, send, i, (double)value(dtype, op, rank, i));
+    for (int64_t j = 0; j <= n; j++)
+        put(dtype, recv, j, 77); /* one past the end: must stay */
+    for (int64_t j = 0; j < n; j++) {
+        double acc = 0;
+        for (int r = 0; r < nranks; r++) {
+            double v = (double)value(dtype, op, r, first + j);
+            acc = r == 0 ? v : combine(real_op, acc, v);
+        }
+        put(dtype, want, j, acc);
+    }
+    put(dtype, want, n, 77);
+    int rc = herd__shm_reducescatter(s, send, recv, counts, dtype, op);
+    int failures = 0;
+    if (rc != HERD_OK) {
+        fprintf(stderr, "rank %d: reducescatter %s %s: status %d: %s\n", rank,
+                herd__dtype_name(dtype), herd__op_name(op), rc, herd__status_last());
+        failures++;
+    } else {
+        for (int64_t j = 0; j <= n; j++) {
+            if (memcmp(recv + j * (int64_t)esize, want + j * (int64_t)esize, esize) != 0) {
+                fprintf(stderr,
+                        "rank %d of %d: reducescatter %s %s, my part %lld of %lld: element %lld "
+                        "differs\n",
+                        rank, nranks, herd__dtype_name(dtype), herd__op_name(op), (long long)n,
+                        (long long)total, (long long)j);
+                failures++;
+                break;
+            }
+        }
+    }
+    free(send);
+    free(recv);
+    free(want);
+    return failures;
+}
+
+/* Parts around the slot sizes of every dtype and rank count (float32: 656, 992, 1984; 1-byte
+ * types: 2624, 3968, 7936), rotated over the ranks; some empty, all empty. */
+static const int64_t rs_parts[] = {1, 0, 655, 656, 657, 991, 992, 993, 1983, 1984,
+                                   1985, 2625, 3969, 7937, 15873, 0, 64, 20011};
+enum { NRS = sizeof rs_parts / sizeof rs_parts[0] };
+
+static int every_reducescatter(herd_shm_t *s, int rank, int nranks, void *arg)
+{
+    (void)arg;
+    int64_t counts[MAX_RANKS];
+    int failures = 0;
+    for (int dtype = 0; dtype < HERD_NUM_DTYPES; dtype++) {
+        for (int op = 0; op < HERD_NUM_OPS; op++) {
+            for (int k = 0; k < NRS + 1; k++) {
+                for (int q = 0; q < nranks; q++)
+                    counts[q] = k == NRS ? 0 : rs_parts[(k + 7 * q) % NRS];
+                failures += check_reducescatter(s, rank, nranks, dtype, op, counts);
+            }
+        }
+    }
+    return failures;
+}
+
+static void test_reducescatter_every_op_dtype(void)
+{
+    for (int n = 1; n <= MAX_RANKS; n++)
+        UNIT_EQ_INT(run_ranks(n, SMALL_REGION, 60000, every_reducescatter, NULL), 0);
+}
+
+/* Every kind after every other on one plane, with odd chunk counts (so each kind starts on
+ * either buffer) and one rank late now and then: the buffers and counters are shared by all
+ * kinds, and a rank that runs ahead must never overwrite what a peer still reads. */
+static int mixed_kinds(herd_shm_t *s, int rank, int nranks, void *arg)
+{
+    (void)arg;
+    int failures = 0;
+    unit_rng_t rng = {0x5eedu};
+    for (int step = 0; step < 48; step++) {
+        uint64_t draw = unit_rng_next(&rng); /* the same on every rank */
+        if ((int)(draw % 7) == rank)
+            unit_sleep_ms(2);
+        int64_t counts[MAX_RANKS], displs[MAX_RANKS], at = 0;
+        for (int q = 0; q < nranks; q++) {
+            counts[q] = (int64_t)((draw >> (8 * q)) % 5000);
+            displs[q] = at;
+            at += counts[q];
+        }
+        switch (step % 4) {
+        case 0:
+            failures += check_one(s, rank, nranks, HERD_FLOAT32, HERD_SUM,
+                                  1 + (int64_t)(draw % 9000), (int)(draw >> 40) & 1, 0);
+            break;
+        case 1:
+            failures += check_broadcast(s, rank, nranks, (int)((draw >> 32) % (uint64_t)nranks),
+                                        (int64_t)(draw % 30000));
+            break;
+        case 2:
+            failures += check_allgather(s, rank, nranks, counts, displs, 4, 0);
+            break;
+        default:
+            failures += check_reducescatter(s, rank, nranks, HERD_INT32, HERD_SUM, counts);
+            break;
+        }
+    }
+    return failures;
+}
+
+static void test_mixed_kinds(void)
+{
+    for (int n = 2; n <= MAX_RANKS; n++)
+        UNIT_EQ_INT(run_ranks(n, SMALL_REGION, 60000, mixed_kinds, NULL), 0);
+}
+
 /* ---- failures ------------------------------------------------------------------------------ */
 
 /* Rank 1 attaches and exits at once; rank 0 must fail with BACKEND naming it, then refuse. */
@@ -314,6 +579,74 @@ static void test_absent_peer_times_out(void)
     UNIT_EQ_INT(run_ranks(2, SMALL_REGION, 300, absent_peer, NULL), 0);
 }
 
+/* The other kinds: rank 1 attaches and exits at once; rank 0's broadcast (from rank 1),
+ * allgather or reducescatter fails with BACKEND naming the kind and the rank, then every later
+ * call is refused. */
+static int dead_peer_kind(herd_shm_t *s, int rank, int nranks, void *arg)
+{
+    (void)nranks;
+    int kind = *(const int *)arg;
+    if (rank == 1)
+        return 0;
+    static const char *names[] = {"shared-memory broadcast: local rank 1",
+                                  "shared-memory allgather: local rank 1",
+                                  "shared-memory reducescatter: local rank 1"};
+    int32_t x[4096] = {0}, y[8192] = {0};
+    int64_t counts[2] = {4096, 4096}, displs[2] = {0, 4096};
+    int64_t t0 = unit_now_ms();
+    int rc = kind == 0   ? herd__shm_broadcast(s, x, sizeof x, 1)
+             : kind == 1 ? herd__shm_allgather(s, x, y, counts, displs, sizeof x[0])
+                         : herd__shm_reducescatter(s, y, x, counts, HERD_INT32, HERD_SUM);
+    int failures = rc != HERD_ERR_BACKEND || strstr(herd__status_last(), names[kind]) == NULL ||
+                   strstr(herd__status_last(), "has exited") == NULL;
+    failures += unit_now_ms() - t0 > 5000;
+    if (failures)
+        fprintf(stderr, "dead peer (kind %d): status %d, '%s'\n", kind, rc, herd__status_last());
+    rc = herd__shm_broadcast(s, x, 4, 0);
+    failures += rc != HERD_ERR_BACKEND || strstr(herd__status_last(), "failed earlier") == NULL;
+    rc = herd__shm_allgather(s, x, y, counts, displs, sizeof x[0]);
+    failures += rc != HERD_ERR_BACKEND || strstr(herd__status_last(), "failed earlier") == NULL;
+    rc = herd__shm_reducescatter(s, y, x, counts, HERD_INT32, HERD_SUM);
+    failures += rc != HERD_ERR_BACKEND || strstr(herd__status_last(), "failed earlier") == NULL;
+    return failures;
+}
+
+static void test_dead_peer_other_kinds(void)
+{
+    for (int kind = 0; kind < 3; kind++)
+        UNIT_EQ_INT(run_ranks(2, SMALL_REGION, 0, dead_peer_kind, &kind), 0);
+}
+
+/* Rank 1 lives but never comes to an allgather, then to a broadcast it roots: rank 0 times
+ * out after 300 ms, naming the kind. */
+static int absent_peer_allgather(herd_shm_t *s, int rank, int nranks, void *arg)
+{
+    (void)nranks;
+    (void)arg;
+    if (rank == 1) {
+        unit_sleep_ms(1500);
+        return 0;
+    }
+    double x[100] = {0}, y[200];
+    int64_t counts[2] = {100, 100}, displs[2] = {0, 100};
+    int64_t t0 = unit_now_ms();
+    int rc = herd__shm_allgather(s, x, y, counts, displs, sizeof x[0]);
+    int64_t took = unit_now_ms() - t0;
+    int failures = rc != HERD_ERR_TIMEOUT ||
+                   strstr(herd__status_last(), "shared-memory allgather: local rank 1 did not "
+                                               "reach chunk 1 within 300 ms") == NULL;
+    failures += took < 300 || took > 1400;
+    if (failures)
+        fprintf(stderr, "absent peer: status %d after %lld ms, '%s'\n", rc, (long long)took,
+                herd__status_last());
+    return failures;
+}
+
+static void test_absent_peer_allgather_times_out(void)
+{
+    UNIT_EQ_INT(run_ranks(2, SMALL_REGION, 300, absent_peer_allgather, NULL), 0);
+}
+
 static void test_attach_refuses_bad_params(void)
 {
     char region[SMALL_REGION];
@@ -337,6 +670,14 @@ int main(void)
         {"the across-hosts step of a hierarchical allreduce", test_across_hosts_hook},
         {"a peer that exited fails the call fast", test_dead_peer_fails_fast},
         {"a peer that never comes times out", test_absent_peer_times_out},
+        {"broadcast from every root, 1-4 ranks, chunk boundaries", test_broadcast_every_root},
+        {"allgather: equal, unequal, empty parts, in place", test_allgather_equal_unequal_in_place},
+        {"reducescatter: every op and dtype, unequal and empty parts",
+         test_reducescatter_every_op_dtype},
+        {"every kind after every other, a rank late now and then", test_mixed_kinds},
+        {"a dead peer fails broadcast, allgather, reducescatter", test_dead_peer_other_kinds},
+        {"a peer that never comes to an allgather times out",
+         test_absent_peer_allgather_times_out},
         {"attach refuses bad parameters", test_attach_refuses_bad_params},
         CU_TEST_INFO_NULL,
     };

@@ -367,6 +367,25 @@ class Handle:
         return f"<herd.Handle {self._id} '{self.name}' {state}>"
 
 
+def _wait_sync(hid, result, keep, finish):
+    """Handle(...).wait() for an operation no other code holds a handle to (the synchronous
+    calls), without building the Handle: their latency path. Drives the rounds the operation
+    needs on this thread and returns to Python every WAIT_SLICE_MS, where signals are handled;
+    an exception there (Ctrl-C) leaves the operation in flight with its buffers kept alive
+    until it completes, as a dropped Handle does."""
+    try:
+        st = lib.herd_progress_handle(hid, WAIT_SLICE_MS)
+        while st == _capi.INPROGRESS:
+            st = lib.herd_progress_handle(hid, WAIT_SLICE_MS)
+    except BaseException:
+        if lib.herd_poll_handle(hid) != _capi.ERR_NOT_FOUND:
+            _orphans[hid] = keep
+        raise
+    if st < 0:
+        raise errors.make(st)
+    return result if finish is None else finish(result)
+
+
 def push_pull_async(array, name=None, op="sum", out=None, dtype=None, prescale=1.0,
                     postscale=1.0):
     """Submits an allreduce of `array` across all ranks and returns a Handle.
@@ -393,16 +412,27 @@ def push_pull_async(array, name=None, op="sum", out=None, dtype=None, prescale=1
     `array` and `out` must not change until the handle completes; the handle keeps them alive.
     The Handle's wait() returns `out` (the allocated array when out is None).
     """
+    return _push_pull(array, name, op, out, dtype, prescale, postscale, False)
+
+
+def _push_pull(array, name, op, out, dtype, prescale, postscale, sync):
     _reap_orphans()
     code = _op_code(op)
     prescale, postscale = _factor(prescale, "prescale"), _factor(postscale, "postscale")
-    send = _buffers.resolve(array, dtype, "array")
-    if out is None:
+    if out is None and _is_scalar(array):
+        # A scalar (a loss value) has no memory to share: a private 0-d copy is reduced in
+        # place, with no second array for the result.
+        result = np.array(array)
+        send = recv = _buffers.resolve(result, dtype, "array")
+    elif out is None:
+        send = _buffers.resolve(array, dtype, "array")
         result = _buffers.allocate_like(send)
         recv = _buffers.resolve(result, send.dtype, "out")
     elif out is array:
-        result, recv = out, send
+        send = recv = _buffers.resolve(array, dtype, "array")
+        result = out
     else:
+        send = _buffers.resolve(array, dtype, "array")
         result = out
         recv = _buffers.resolve(out, dtype, "out")
         if recv.dtype != send.dtype:
@@ -432,8 +462,10 @@ def push_pull_async(array, name=None, op="sum", out=None, dtype=None, prescale=1
                                        send.dtype, code, prescale, postscale, send.device,
                                        ctypes.byref(hid))
     finish = _as_scalar if out is None and _is_scalar(array) else None
-    return Handle(_handle_out(hid, st), name_b, result,
-                  (send.keep, recv.keep, array, out, result), finish)
+    keep = (send.keep, recv.keep, array, out, result)
+    if sync:
+        return _wait_sync(_handle_out(hid, st), result, keep, finish)
+    return Handle(_handle_out(hid, st), name_b, result, keep, finish)
 
 
 def _set_stream(buf):
@@ -446,6 +478,8 @@ def push_pull(array, name=None, op="sum", out=None, dtype=None, timeout=None, pr
               postscale=1.0):
     """Synchronous push_pull_async(...).wait(timeout): returns the result (see push_pull_async).
     On timeout the operation stays in flight and its buffers stay alive until it completes."""
+    if timeout is None:
+        return _push_pull(array, name, op, out, dtype, prescale, postscale, True)
     return push_pull_async(array, name=name, op=op, out=out, dtype=dtype, prescale=prescale,
                            postscale=postscale).wait(timeout)
 
@@ -705,7 +739,13 @@ def barrier_async(name=None):
 
 def barrier(name=None, timeout=None):
     """Returns once every rank has called barrier (with the same name, if one is given)."""
-    barrier_async(name).wait(timeout)
+    if timeout is not None:
+        barrier_async(name).wait(timeout)
+        return
+    _reap_orphans()
+    hid = ctypes.c_int64(0)
+    st = lib.herd_barrier(_submit_name(name, "barrier"), ctypes.byref(hid))
+    _wait_sync(_handle_out(hid, st), None, (), None)
 
 
 def join_async(device=_capi.DEVICE_CPU):

@@ -180,6 +180,27 @@ def test_mismatches_raise_on_every_rank_and_herd_goes_on():
 
 
 @needs_peers
+def test_ctrl_c_interrupts_a_synchronous_call_and_its_buffers_stay_alive():
+    """herd.push_pull and herd.barrier wait without a Handle: SIGINT still breaks the wait, and
+    the operation stays in flight with its buffers held until it completes."""
+    r = herd.rank()
+    x = np.ones(4)
+    for call in (lambda: herd.push_pull(x, name=f"ctrlc.sync.rank{r}", out=x),
+                 lambda: herd.barrier(name=f"ctrlc.barrier.rank{r}")):
+        timer = threading.Timer(0.3, os.kill, (os.getpid(), signal.SIGINT))
+        start = time.monotonic()
+        timer.start()
+        try:
+            with pytest.raises(KeyboardInterrupt):
+                call()
+        finally:
+            timer.cancel()
+        assert time.monotonic() - start < 5
+    # The push_pull is in flight (herd.shutdown() will fail it) and x is held until then.
+    assert any(keep[2] is x for keep in herd._core._orphans.values() if len(keep) > 2)
+
+
+@needs_peers
 def test_ctrl_c_interrupts_a_wait_and_the_handle_stays_valid():
     """A wait for a tensor no other rank will ever submit is broken by SIGINT."""
     r = herd.rank()

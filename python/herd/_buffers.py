@@ -16,6 +16,7 @@ InvalidArgumentError that says what to do instead.
 """
 
 import ctypes
+import sys
 
 import numpy as np
 
@@ -182,7 +183,8 @@ def _data_ptr_candidates():
     def header(arr):
         return at(id(arr) + field).value or 0
 
-    yield header
+    if sys.implementation.name == "cpython":  # elsewhere id() is no address to read at
+        yield header
     # The capsule behind __array_struct__ (numpy's documented PyArrayInterface) holds it too.
     get = ctypes.pythonapi.PyCapsule_GetPointer
     get.restype = ctypes.c_void_p

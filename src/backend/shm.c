@@ -470,6 +470,29 @@ int herd__shm_allreduce(herd_shm_t *s, const void *send, void *recv, int64_t cou
     return rc;
 }
 
+/* ---- the pipeline the chunked kinds share ---------------------------------------------------- */
+
+typedef int (*stage_fn)(herd_shm_t *s, const void *arg, uint64_t seq, int64_t k);
+
+/* Runs `nchunks` chunks, taking their numbers from `seq`: fill(k + 1) before drain(k), so that
+ * the peers work on one chunk while this rank fills the next. */
+static int pipeline(herd_shm_t *s, int64_t nchunks, stage_fn fill, stage_fn drain,
+                    const void *arg)
+{
+    if (nchunks == 0)
+        return HERD_OK;
+    uint64_t base = s->seq;
+    s->seq += (uint64_t)nchunks;
+    int rc = fill(s, arg, base + 1, 0);
+    for (int64_t k = 0; k < nchunks && rc == HERD_OK; k++) {
+        if (k + 1 < nchunks)
+            rc = fill(s, arg, base + 2 + (uint64_t)k, k + 1);
+        if (rc == HERD_OK)
+            rc = drain(s, arg, base + 1 + (uint64_t)k, k);
+    }
+    return rc;
+}
+
 /* ---- broadcast --------------------------------------------------------------------------- */
 
 /* Bytes a rank writes into its buffer per chunk of a broadcast, allgather or reducescatter: at
@@ -539,8 +562,9 @@ static int64_t part_piece(const gather_t *g, int q, int64_t k)
     return left <= 0 ? 0 : left < g->chunk ? left : g->chunk;
 }
 
-static int gather_in(herd_shm_t *s, const gather_t *g, uint64_t seq, int64_t k)
+static int gather_in(herd_shm_t *s, const void *arg, uint64_t seq, int64_t k)
 {
+    const gather_t *g = arg;
     int64_t n = part_piece(g, s->me, k);
     if (n > 0) {
         int rc = buffer_free(s, seq);
@@ -552,8 +576,16 @@ static int gather_in(herd_shm_t *s, const gather_t *g, uint64_t seq, int64_t k)
     return HERD_OK;
 }
 
-static int gather_out(herd_shm_t *s, const gather_t *g, uint64_t seq, int64_t k)
+static int gather_out(herd_shm_t *s, const void *arg, uint64_t seq, int64_t k)
 {
+    const gather_t *g = arg;
+    if (k == 0) {
+        /* My own part goes straight from send to recv (nothing to do in place), while the
+         * peers fill their buffers with their first chunks. */
+        char *mine = g->recv + g->displs[s->me] * (int64_t)g->esize;
+        if (g->counts[s->me] > 0 && mine != g->send)
+            memcpy(mine, g->send, (size_t)g->counts[s->me] * g->esize);
+    }
     for (int i = 1; i < s->nranks; i++) {
         int q = (s->me + i) % s->nranks;
         int64_t n = part_piece(g, q, k);
@@ -583,23 +615,7 @@ int herd__shm_allgather(herd_shm_t *s, const void *send, void *recv, const int64
     for (int q = 0; q < s->nranks; q++)
         most = counts[q] > most ? counts[q] : most;
     int64_t nchunks = (most * (int64_t)esize + g.chunk - 1) / g.chunk;
-    if (nchunks == 0)
-        return HERD_OK;
-    uint64_t base = s->seq;
-    s->seq += (uint64_t)nchunks;
-    rc = gather_in(s, &g, base + 1, 0);
-    /* My own part goes straight from send to recv (nothing to do in place), while the peers
-     * fill their buffers with their first chunks. */
-    char *mine = g.recv + displs[s->me] * (int64_t)esize;
-    if (rc == HERD_OK && counts[s->me] > 0 && mine != g.send)
-        memcpy(mine, g.send, (size_t)counts[s->me] * esize);
-    for (int64_t k = 0; k < nchunks && rc == HERD_OK; k++) {
-        if (k + 1 < nchunks)
-            rc = gather_in(s, &g, base + 2 + (uint64_t)k, k + 1);
-        if (rc == HERD_OK)
-            rc = gather_out(s, &g, base + 1 + (uint64_t)k, k);
-    }
-    return rc;
+    return pipeline(s, nchunks, gather_in, gather_out, &g);
 }
 
 /* ---- reducescatter ------------------------------------------------------------------------- */
@@ -628,8 +644,9 @@ static size_t slot_at(const scatter_t *c, int r, int q)
 }
 
 /* Copies the chunk k of every part the other ranks reduce into my buffer. */
-static int scatter_in(herd_shm_t *s, const scatter_t *c, uint64_t seq, int64_t k)
+static int scatter_in(herd_shm_t *s, const void *arg, uint64_t seq, int64_t k)
 {
+    const scatter_t *c = arg;
     int rc = HERD_OK, waited = 0;
     int64_t at = 0; /* part q's first element in send */
     for (int q = 0; q < s->nranks; at += c->counts[q], q++) {
@@ -657,8 +674,9 @@ static const char *contribution(const herd_shm_t *s, const scatter_t *c, uint64_
 
 /* My part's chunk k: every rank's contribution, combined in rank order (as a small allreduce
  * does), straight into recv. */
-static int scatter_reduce(herd_shm_t *s, const scatter_t *c, uint64_t seq, int64_t k)
+static int scatter_reduce(herd_shm_t *s, const void *arg, uint64_t seq, int64_t k)
 {
+    const scatter_t *c = arg;
     int64_t n = slot_len(c, s->me, k);
     if (n > 0) {
         int rc = wait_all(s, C_READY, seq);
@@ -705,19 +723,7 @@ int herd__shm_reducescatter(herd_shm_t *s, const void *send, void *recv, const i
                                 "shared-memory reducescatter: %zu-byte buffers cannot hold one "
                                 "%s element for each of %d local ranks (HERD_SHM_BYTES)",
                                 s->buf_bytes, herd__dtype_name(dtype), s->nranks);
-    int64_t nchunks = (most + c.slot - 1) / c.slot;
-    if (nchunks == 0)
-        return HERD_OK;
-    uint64_t base = s->seq;
-    s->seq += (uint64_t)nchunks;
-    rc = scatter_in(s, &c, base + 1, 0);
-    for (int64_t k = 0; k < nchunks && rc == HERD_OK; k++) {
-        if (k + 1 < nchunks)
-            rc = scatter_in(s, &c, base + 2 + (uint64_t)k, k + 1);
-        if (rc == HERD_OK)
-            rc = scatter_reduce(s, &c, base + 1 + (uint64_t)k, k);
-    }
-    return rc;
+    return pipeline(s, (most + c.slot - 1) / c.slot, scatter_in, scatter_reduce, &c);
 }
 
 int herd__shm_attach(herd_shm_t **out, const herd_shm_params_t *p)

@@ -6,14 +6,33 @@
  * other rank and enters the round. A wake for an earlier round is stale (its round already ran)
  * and is dropped. At shutdown, an all-to-all of counts tells each rank how many wakes are still
  * on their way to it, so it can receive them all before the communicator is freed.
+ *
+ * When every rank is on one host (and HERD_SHM is not 0 on any), a wake is a store instead of a
+ * message: each rank owns one cache-line pair of a small MPI_Win_allocate_shared window and
+ * writes there the round it asks for; a poll reads the peers' lines. Asking is idempotent (the
+ * round number only grows), so nothing is queued and there is nothing to drain at shutdown.
+ * That takes an MPI send, a test and a reposted receive, and the matching of the many stale
+ * wakes, off every back-to-back round.
+ *
+ * The round's bitwise-AND allreduce goes through the same window: each rank writes its words to
+ * one of two buffers in its region (by round parity), raises its round counter, waits for every
+ * peer's, and ANDs everyone's words. A rank writes a buffer again two rounds later, by when
+ * every peer has read it: a peer raises its counter for round k + 1 only after it finished round
+ * k. Words beyond a buffer (more slots than BAND_WORDS * 64) go through MPI_Allreduce; the word
+ * count is the same on every rank, so every rank makes the same choice.
  */
 #include "ctrl.h"
 
 #include <mpi.h>
+#include <errno.h>
+#include <sched.h>
+#include <signal.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "counters.h"
 #include "herd.h"
@@ -21,7 +40,16 @@
 #include "status.h"
 #include "util/clock.h"
 
-enum { WAKE_TAG = 7001 };
+enum {
+    WAKE_TAG = 7001,
+    LINE = 128,                         /* a cache-line pair: no false sharing between ranks */
+    BAND_WORDS = 2048,                  /* words of one round's buffer (16 KiB) */
+    REGION = 2 * LINE + 2 * BAND_WORDS * 8, /* wake line, round line (+ pid), two buffers */
+    SPINS = 512,                        /* polls of a peer's round counter before yielding */
+    CHECK_NS = 10 * 1000 * 1000,        /* how often a long wait checks the peer's process */
+};
+
+enum { PATIENT_FIRST_SLEEP_NS = 5000, PATIENT_MAX_SLEEP_NS = 200000 };
 
 struct herd_ctrl {
     MPI_Comm comm;
@@ -39,6 +67,11 @@ struct herd_ctrl {
     int64_t *sent_to;       /* wakes sent to each rank */
     int64_t *received_from; /* wakes received from each rank */
     int sends_pending;
+    /* shared-memory wakes (one host): wake_flag[r] = the round rank r last asked for */
+    MPI_Win wake_win;
+    char **region;      /* each rank's region of the window, as mapped here */
+    int64_t *wake_seen; /* the value last read from each rank, for the stale count */
+    int64_t band_round; /* band allreduces run over the window so far (the same everywhere) */
     /* allgather buffers (under the progress lock) */
     int *counts, *displs;
     size_t *lens;
@@ -136,8 +169,10 @@ static int alloc_peers(herd_ctrl_t *c)
     c->displs = calloc(n, sizeof *c->displs);
     c->lens = calloc(n, sizeof *c->lens);
     c->blobs = calloc(n, sizeof *c->blobs);
+    c->region = calloc(n, sizeof *c->region);
+    c->wake_seen = calloc(n, sizeof *c->wake_seen);
     if (!c->wake_send || !c->sent_to || !c->received_from || !c->counts || !c->displs ||
-        !c->lens || !c->blobs)
+        !c->lens || !c->blobs || !c->region || !c->wake_seen)
         return herd__status_set(HERD_ERR_NO_MEMORY, "cannot allocate per-rank tables for %d "
                                 "ranks", c->size);
     for (size_t i = 0; i < n; i++)
@@ -154,10 +189,78 @@ static void free_peers(herd_ctrl_t *c)
     free(c->displs);
     free(c->lens);
     free(c->blobs);
+    free(c->region);
+    free(c->wake_seen);
     free(c->gathered);
 }
 
-int herd__ctrl_open(herd_ctrl_t **out)
+/* A rank's region: its wake line (the round it last asked for), its round line (the last band
+ * allreduce whose words it has written, and its pid), then two word buffers. */
+static _Atomic int64_t *wake_line(const herd_ctrl_t *c, int r)
+{
+    return (_Atomic int64_t *)(void *)c->region[r];
+}
+
+static _Atomic int64_t *round_line(const herd_ctrl_t *c, int r)
+{
+    return (_Atomic int64_t *)(void *)(c->region[r] + LINE);
+}
+
+static int *pid_slot(const herd_ctrl_t *c, int r)
+{
+    return (int *)(void *)(c->region[r] + LINE + 64);
+}
+
+static uint64_t *band_buffer(const herd_ctrl_t *c, int r, int64_t round)
+{
+    return (uint64_t *)(void *)(c->region[r] + 2 * LINE + (round & 1) * BAND_WORDS * 8);
+}
+
+/* Shared-memory wakes when every rank is on this host and every rank wants them (the ranks
+ * agree: the wake path must be the same everywhere). Collective. A failure to get the window
+ * only logs and keeps the messages. */
+static int open_shm_wakes(herd_ctrl_t *c, int want)
+{
+    int mine = want && c->local_size == c->size && c->size > 1, all = 0;
+    int mrc = MPI_Allreduce(&mine, &all, 1, MPI_INT, MPI_MIN, c->comm);
+    if (mrc != MPI_SUCCESS)
+        return herd__ctrl_mpi_failed(mrc, "MPI_Allreduce (shared-memory wakes)");
+    if (!all)
+        return HERD_OK;
+    void *base = NULL;
+    mrc = MPI_Win_allocate_shared(REGION, 1, MPI_INFO_NULL, c->comm, &base, &c->wake_win);
+    int ok = mrc == MPI_SUCCESS;
+    for (int r = 0; r < c->size && ok; r++) {
+        MPI_Aint sz = 0;
+        int disp = 0;
+        void *p = NULL;
+        ok = MPI_Win_shared_query(c->wake_win, r, &sz, &disp, &p) == MPI_SUCCESS &&
+             sz >= REGION && p != NULL;
+        c->region[r] = p;
+    }
+    if (ok) {
+        atomic_init(wake_line(c, c->rank), -1);
+        atomic_init(round_line(c, c->rank), 0);
+        *pid_slot(c, c->rank) = (int)getpid();
+    }
+    /* Everyone's line initialised before anyone reads one; and the same choice everywhere. */
+    int agreed = 0;
+    mrc = MPI_Allreduce(&ok, &agreed, 1, MPI_INT, MPI_MIN, c->comm);
+    if (mrc != MPI_SUCCESS)
+        return herd__ctrl_mpi_failed(mrc, "MPI_Allreduce (shared-memory wakes)");
+    if (!agreed) {
+        HERD_LOG_INF("wakes travel as MPI messages: no shared window for them");
+        if (c->wake_win != MPI_WIN_NULL)
+            MPI_Win_free(&c->wake_win);
+        c->wake_win = MPI_WIN_NULL;
+        return HERD_OK;
+    }
+    for (int r = 0; r < c->size; r++)
+        c->wake_seen[r] = -1;
+    return HERD_OK;
+}
+
+int herd__ctrl_open(herd_ctrl_t **out, int shm_wakes)
 {
     herd_ctrl_t *c = calloc(1, sizeof *c);
     if (c == NULL)
@@ -165,6 +268,7 @@ int herd__ctrl_open(herd_ctrl_t **out)
     c->comm = MPI_COMM_NULL;
     c->wake_comm = MPI_COMM_NULL;
     c->wake_recv = MPI_REQUEST_NULL;
+    c->wake_win = MPI_WIN_NULL;
     int rc = init_mpi(c);
     if (rc != HERD_OK)
         goto fail;
@@ -191,9 +295,11 @@ int herd__ctrl_open(herd_ctrl_t **out)
     MPI_Comm_size(node, &c->local_size);
     MPI_Comm_free(&node);
     rc = alloc_peers(c);
+    if (rc == HERD_OK)
+        rc = open_shm_wakes(c, shm_wakes);
     if (rc != HERD_OK)
         goto fail;
-    if (c->size > 1) {
+    if (c->size > 1 && c->wake_win == MPI_WIN_NULL) {
         mrc = MPI_Irecv(&c->wake_in, 1, MPI_INT64_T, MPI_ANY_SOURCE, WAKE_TAG, c->wake_comm,
                         &c->wake_recv);
         if (mrc != MPI_SUCCESS) {
@@ -204,6 +310,8 @@ int herd__ctrl_open(herd_ctrl_t **out)
     *out = c;
     return HERD_OK;
 fail:
+    if (c->wake_win != MPI_WIN_NULL)
+        MPI_Win_free(&c->wake_win);
     if (c->wake_comm != MPI_COMM_NULL)
         MPI_Comm_free(&c->wake_comm);
     if (c->comm != MPI_COMM_NULL)
@@ -238,17 +346,81 @@ int herd__ctrl_local_rank(const herd_ctrl_t *c) { return c->local_rank; }
 int herd__ctrl_local_size(const herd_ctrl_t *c) { return c->local_size; }
 const void *herd__ctrl_world(const herd_ctrl_t *c) { return &c->comm; }
 
+static inline void cpu_relax(void)
+{
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#elif defined(__aarch64__)
+    __asm__ volatile("yield");
+#endif
+}
+
+/* Waits until rank r has written its words for `round`. Polls SPINS times, then until
+ * `spin_ns` have passed yields the core between polls (patient: sleeps, backing off from a few
+ * microseconds to a fraction of a millisecond), as MPI's blocking and nonblocking waits do.
+ * Every CHECK_NS it checks that r's process still exists: a local peer that exited fails the
+ * round instead of hanging it. */
+static int wait_round(herd_ctrl_t *c, int r, int64_t round, int patient, int64_t spin_ns)
+{
+    _Atomic int64_t *line = round_line(c, r);
+    for (int i = 0; i < SPINS; i++) {
+        if (atomic_load_explicit(line, memory_order_acquire) >= round)
+            return HERD_OK;
+        cpu_relax();
+    }
+    int64_t start = herd__clock_ns(), check = start + CHECK_NS;
+    int64_t nap = PATIENT_FIRST_SLEEP_NS;
+    while (atomic_load_explicit(line, memory_order_acquire) < round) {
+        int64_t now = herd__clock_ns();
+        if (!patient || now - start < spin_ns) {
+            sched_yield();
+        } else {
+            struct timespec ts = {0, (long)nap};
+            nanosleep(&ts, NULL);
+            nap = nap * 2 < PATIENT_MAX_SLEEP_NS ? nap * 2 : PATIENT_MAX_SLEEP_NS;
+        }
+        if (now < check)
+            continue;
+        check = now + CHECK_NS;
+        int pid = *pid_slot(c, r);
+        if (pid > 0 && kill(pid, 0) != 0 && errno == ESRCH)
+            return herd__status_set(HERD_ERR_BACKEND,
+                                    "negotiation: rank %d (pid %d, on this host) has exited",
+                                    r, pid);
+    }
+    return HERD_OK;
+}
+
+static int shm_band(herd_ctrl_t *c, uint64_t *words, int64_t n, int patient, int64_t spin_ns)
+{
+    int64_t round = ++c->band_round;
+    memcpy(band_buffer(c, c->rank, round), words, (size_t)n * sizeof *words);
+    atomic_store_explicit(round_line(c, c->rank), round, memory_order_release);
+    for (int i = 1; i < c->size; i++) {
+        int r = (c->rank + i) % c->size;
+        int rc = wait_round(c, r, round, patient, spin_ns);
+        if (rc != HERD_OK)
+            return rc;
+        const uint64_t *theirs = band_buffer(c, r, round);
+        for (int64_t k = 0; k < n; k++)
+            words[k] &= theirs[k];
+    }
+    return HERD_OK;
+}
+
 int herd__ctrl_allreduce_band(herd_ctrl_t *c, uint64_t *words, int64_t n)
 {
+    if (c->wake_win != MPI_WIN_NULL && n <= BAND_WORDS)
+        return shm_band(c, words, n, 0, 0);
     int rc = MPI_Allreduce(MPI_IN_PLACE, words, (int)n, MPI_UINT64_T, MPI_BAND, c->comm);
     return rc == MPI_SUCCESS ? HERD_OK : herd__ctrl_mpi_failed(rc, "negotiation MPI_Allreduce");
 }
 
-enum { PATIENT_FIRST_SLEEP_NS = 5000, PATIENT_MAX_SLEEP_NS = 200000 };
-
 int herd__ctrl_allreduce_band_patient(herd_ctrl_t *c, uint64_t *words, int64_t n,
                                       int64_t spin_ns)
 {
+    if (c->wake_win != MPI_WIN_NULL && n <= BAND_WORDS)
+        return shm_band(c, words, n, 1, spin_ns);
     MPI_Request req;
     int rc = MPI_Iallreduce(MPI_IN_PLACE, words, (int)n, MPI_UINT64_T, MPI_BAND, c->comm, &req);
     if (rc != MPI_SUCCESS)
@@ -317,6 +489,10 @@ int herd__ctrl_wake_others(herd_ctrl_t *c, int64_t epoch)
 {
     if (c->size == 1)
         return HERD_OK;
+    if (c->wake_win != MPI_WIN_NULL) {
+        atomic_store_explicit(wake_line(c, c->rank), epoch, memory_order_release);
+        return HERD_OK;
+    }
     /* The previous batch shares wake_out: finish it first (tiny eager messages, long sent). */
     if (c->sends_pending) {
         int rc = MPI_Waitall(c->size, c->wake_send, MPI_STATUSES_IGNORE);
@@ -338,10 +514,32 @@ int herd__ctrl_wake_others(herd_ctrl_t *c, int64_t epoch)
     return HERD_OK;
 }
 
+/* A peer's line holds the last round it asked for: live when that is this rank's next round;
+ * a change to an earlier round is a stale ask, counted as such. */
+static int shm_wake_poll(herd_ctrl_t *c, int64_t epoch)
+{
+    for (int r = 0; r < c->size; r++) {
+        if (r == c->rank)
+            continue;
+        int64_t asked = atomic_load_explicit(wake_line(c, r), memory_order_acquire);
+        if (asked == c->wake_seen[r])
+            continue;
+        c->wake_seen[r] = asked;
+        if (asked >= epoch) {
+            herd__count(HERD_CTR_WAKES_LIVE);
+            return 1;
+        }
+        herd__count(HERD_CTR_WAKES_STALE);
+    }
+    return 0;
+}
+
 int herd__ctrl_wake_poll(herd_ctrl_t *c, int64_t epoch)
 {
     if (c->size == 1)
         return 0;
+    if (c->wake_win != MPI_WIN_NULL)
+        return shm_wake_poll(c, epoch);
     for (;;) {
         int done = 0;
         MPI_Status st;
@@ -368,6 +566,10 @@ int herd__ctrl_quiesce(herd_ctrl_t *c)
 {
     if (c->size == 1)
         return HERD_OK;
+    if (c->wake_win != MPI_WIN_NULL) /* every rank is here: the collective free is safe */
+        return MPI_Win_free(&c->wake_win) == MPI_SUCCESS
+                   ? HERD_OK
+                   : herd__status_set(HERD_ERR_BACKEND, "MPI_Win_free of the wake window failed");
     int rc = MPI_SUCCESS;
     if (c->sends_pending) {
         rc = MPI_Waitall(c->size, c->wake_send, MPI_STATUSES_IGNORE);

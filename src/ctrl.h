@@ -14,9 +14,10 @@
 typedef struct herd_ctrl herd_ctrl_t;
 
 /* Initialises MPI if needed (remembering that herd owns it), duplicates MPI_COMM_WORLD and learns
- * rank, size and the local (shared-memory node) rank and size. On failure sets the last error
- * and leaves MPI as it found it where it can. */
-int herd__ctrl_open(herd_ctrl_t **out);
+ * rank, size and the local (shared-memory node) rank and size. With `shm_wakes` set on every
+ * rank and every rank on one host, wakes are stores to a shared window instead of messages.
+ * Collective. On failure sets the last error and leaves MPI as it found it where it can. */
+int herd__ctrl_open(herd_ctrl_t **out, int shm_wakes);
 
 /* Frees herd's communicators (coordinator, after the last round). */
 void herd__ctrl_close(herd_ctrl_t *c);
@@ -66,7 +67,7 @@ int herd__ctrl_wake_others(herd_ctrl_t *c, int64_t epoch);
 int herd__ctrl_wake_poll(herd_ctrl_t *c, int64_t epoch);
 
 /* Collective, at shutdown: receives every wake message still in flight so none is left
- * unmatched, then cancels the standing receive. */
+ * unmatched, then cancels the standing receive (or frees the shared wake window). */
 int herd__ctrl_quiesce(herd_ctrl_t *c);
 
 #endif

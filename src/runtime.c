@@ -165,7 +165,7 @@ int herd__runtime_init(void)
         rc = herd__gpu_init(rt->handles.capacity);
     if (rc != HERD_OK)
         goto out;
-    rc = herd__ctrl_open(&rt->ctrl);
+    rc = herd__ctrl_open(&rt->ctrl, rt->config.shm);
     if (rc != HERD_OK)
         goto out;
     /* The backend logs while it starts (the shared-memory plane): under this rank's number. */

@@ -110,6 +110,13 @@ static void test_names_are_byte_exact(void)
     UNIT_EQ_STR(l->name, longest);
     longest[HERD_MAX_NAME_LEN - 1] = 'm';
     UNIT_EQ_INT(herd__registry_find(&r, longest, HERD_MAX_NAME_LEN) == NULL, 1);
+    /* Names of whole 8-byte words that differ only in their last byte (the hash reads words). */
+    herd_tensor_t *w1 = declare(&r, "abcdefgh12345678");
+    herd_tensor_t *w2 = declare(&r, "abcdefgh12345679");
+    herd_tensor_t *w3 = declare(&r, "abcdefgh");
+    UNIT_EQ_INT(w1 != w2 && w1 != w3 && w2 != w3, 1);
+    UNIT_EQ_INT(herd__registry_find(&r, "abcdefgh12345679", 16) == w2, 1);
+    UNIT_EQ_INT(herd__registry_find(&r, "abcdefgh", 8) == w3, 1);
     herd__registry_destroy(&r);
 }
 
@@ -127,6 +134,14 @@ static void test_pointers_stay_valid_as_the_table_grows(void)
     UNIT_EQ_STR(first->name, "first");
     UNIT_EQ_INT(first->key, 0);
     UNIT_EQ_INT(herd__registry_find(&r, "t4999", 5)->key, 5000);
+    /* Every name still found after the table moved (several times), under its own key. */
+    int found = 0;
+    for (int i = 0; i < 5000; i++) {
+        snprintf(name, sizeof name, "t%d", i);
+        herd_tensor_t *t = herd__registry_find(&r, name, strlen(name));
+        found += t != NULL && t->key == i + 1;
+    }
+    UNIT_EQ_INT(found, 5000);
     herd__registry_destroy(&r);
 }
 

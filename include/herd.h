@@ -345,6 +345,18 @@ HERD_API int herd_wait_handle(herd_handle_t handle, int64_t timeout_ms);
  */
 HERD_API int herd_progress_handle(herd_handle_t handle, int64_t slice_ms);
 
+/*
+ * herd_push_pull, then herd_progress_handle(*handle_out, slice_ms) on the handle it made, in one
+ * call: the synchronous reduction of a caller whose every call costs (Python through ctypes).
+ * Returns a submission error (no handle was made), or the operation's final status (the handle
+ * is released), or HERD_INPROGRESS when the slice ended first: *handle_out is then live, to be
+ * driven on with herd_progress_handle or waited on.
+ * Thread safety: as herd_push_pull.
+ */
+HERD_API int herd_push_pull_sync(const char *name, const void *sendbuf, void *recvbuf,
+                                 int64_t count, int dtype, int op, int device, int64_t slice_ms,
+                                 herd_handle_t *handle_out);
+
 /* A constant sentence describing a status code ("unknown status" for others).
  * Thread safety: any thread. */
 HERD_API const char *herd_strerror(int status);

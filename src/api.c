@@ -853,3 +853,13 @@ int herd_handle_stream_wait(herd_handle_t handle, void *stream)
         nanosleep(&pause, NULL);
     }
 }
+
+int herd_push_pull_sync(const char *name, const void *sendbuf, void *recvbuf, int64_t count,
+                        int dtype, int op, int device, int64_t slice_ms,
+                        herd_handle_t *handle_out)
+{
+    int rc = herd_push_pull(name, sendbuf, recvbuf, count, dtype, op, device, handle_out);
+    if (rc != HERD_OK)
+        return rc;
+    return herd_progress_handle(*handle_out, slice_ms);
+}

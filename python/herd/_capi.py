@@ -100,6 +100,7 @@ SIGNATURES = {
     "herd_group_end": ([], _int),
     "herd_free": ([_ptr, _int], _int),
     "herd_progress_handle": ([_i64, _i64], _int),
+    "herd_push_pull_sync": ([_str, _ptr, _ptr, _i64, _int, _int, _int, _i64, _i64_p], _int),
     "herd_counter": ([_str, _i64_p], _int),
     "herd_counter_name": ([_int], _str),
 }

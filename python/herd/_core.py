@@ -468,6 +468,55 @@ def _push_pull(array, name, op, out, dtype, prescale, postscale, sync):
     return Handle(_handle_out(hid, st), name_b, result, keep, finish)
 
 
+_SLOW = object()
+_push_pull_sync = lib.herd_push_pull_sync
+_progress = lib.herd_progress_handle
+
+
+def _push_pull_fast(array, name, op, out):
+    """push_pull's latency path, for what loss and metric averaging pass: a C-contiguous numpy
+    array reduced in place or into a new array, or a numpy scalar, with no dtype override and
+    no scaling. Submits and drives the operation in one call (herd_push_pull_sync), without a
+    Buffer. _SLOW for anything else (before a name is used up), which push_pull then checks and
+    runs, or reports, the general way."""
+    scalar = False
+    if array.__class__ is not np.ndarray:
+        if not isinstance(array, np.generic) or out is not None:
+            return _SLOW
+        array = np.array(array)  # a private 0-d copy, reduced in place
+        scalar = True
+        out = array
+    code = _buffers._numpy_codes.get(array.dtype)
+    flags = array.flags
+    if code is None or not flags.c_contiguous or not flags.aligned or op.__class__ is not str:
+        return _SLOW
+    opcode = OPS.get(op)
+    if opcode is None:
+        return _SLOW
+    send = _buffers.data_ptr(array) or None
+    if out is None:
+        result = np.empty(array.shape, array.dtype)
+        recv = _buffers.data_ptr(result) or None
+    elif flags.writeable:
+        result, recv = array, send
+    else:
+        return _SLOW  # the general path says which buffer is read-only
+    name_b = _submit_name(name, "push_pull")
+    hid = ctypes.c_int64(0)
+    try:
+        st = _push_pull_sync(name_b, send, recv, array.size, code, opcode, _capi.DEVICE_CPU,
+                             WAIT_SLICE_MS, ctypes.byref(hid))
+        while st == _capi.INPROGRESS:
+            st = _progress(hid.value, WAIT_SLICE_MS)
+    except BaseException:  # Ctrl-C between slices: the operation goes on, its buffers kept
+        if hid.value and lib.herd_poll_handle(hid.value) != _capi.ERR_NOT_FOUND:
+            _orphans[hid.value] = (array, result)
+        raise
+    if st < 0:
+        raise errors.make(st)
+    return result[()] if scalar else result
+
+
 def _set_stream(buf):
     """Tells herd which CUDA stream produced a GPU buffer, so it never reads the data early."""
     if buf.device >= 0:
@@ -479,6 +528,12 @@ def push_pull(array, name=None, op="sum", out=None, dtype=None, timeout=None, pr
     """Synchronous push_pull_async(...).wait(timeout): returns the result (see push_pull_async).
     On timeout the operation stays in flight and its buffers stay alive until it completes."""
     if timeout is None:
+        if (dtype is None and prescale.__class__ is float and prescale == 1.0
+                and postscale.__class__ is float and postscale == 1.0 and not _orphans
+                and (out is None or out is array)):
+            result = _push_pull_fast(array, name, op, out)
+            if result is not _SLOW:
+                return result
         return _push_pull(array, name, op, out, dtype, prescale, postscale, True)
     return push_pull_async(array, name=name, op=op, out=out, dtype=dtype, prescale=prescale,
                            postscale=postscale).wait(timeout)

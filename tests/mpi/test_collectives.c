@@ -871,6 +871,44 @@ static void test_progress_handle_in_slices(void)
     MT_CHECK_STATUS(herd_poll_handle(h), HERD_ERR_NOT_FOUND);
 }
 
+/* herd_push_pull_sync: the exact result when every rank comes within the slice; a slice that
+ * ends first (rank 0 alone for a while) says HERD_INPROGRESS with a live handle to drive on;
+ * a bad submission fails at once with no handle. */
+static void test_push_pull_sync(void)
+{
+    float x[5];
+    herd_handle_t h = 0;
+    for (int i = 0; i < 5; i++)
+        x[i] = (float)(mt_rank * 10 + i);
+    MT_CHECK_STATUS(herd_push_pull_sync("sync.a", x, x, 5, HERD_FLOAT32, HERD_SUM,
+                                        HERD_DEVICE_CPU, 1000 * 1000, &h),
+                    HERD_OK);
+    for (int i = 0; i < 5; i++)
+        MT_CHECK(x[i] == (float)(10 * mt_size * (mt_size - 1) / 2 + mt_size * i));
+    MT_CHECK_STATUS(herd_poll_handle(h), HERD_ERR_NOT_FOUND); /* released */
+    MT_CHECK_STATUS(herd_push_pull_sync("sync.bad", x, x, 5, 99, HERD_SUM, HERD_DEVICE_CPU, 10,
+                                        &h),
+                    HERD_ERR_INVALID_ARG);
+    float y = (float)mt_rank, z = -1.0f;
+    int rc = HERD_OK;
+    if (mt_rank == 0) {
+        rc = herd_push_pull_sync("sync.late", &y, &z, 1, HERD_FLOAT32, HERD_AVERAGE,
+                                 HERD_DEVICE_CPU, 20, &h);
+        MT_CHECK_STATUS(rc, mt_size > 1 ? HERD_INPROGRESS : HERD_OK);
+        if (mt_size > 1)
+            MT_CHECK_STATUS(herd_poll_handle(h), HERD_INPROGRESS);
+    }
+    MPI_Barrier(MPI_COMM_WORLD);
+    if (mt_rank != 0)
+        rc = herd_push_pull_sync("sync.late", &y, &z, 1, HERD_FLOAT32, HERD_AVERAGE,
+                                 HERD_DEVICE_CPU, 10, &h);
+    while (rc == HERD_INPROGRESS)
+        rc = herd_progress_handle(h, 10);
+    MT_CHECK_STATUS(rc, HERD_OK);
+    MT_CHECK(z == (float)(mt_size - 1) / 2.0f);
+    MT_CHECK(y == (float)mt_rank); /* out of place: input untouched */
+}
+
 /* Tensors that are views of one flat buffer, declared in buffer order, are reduced where they
  * lie (no packing); declared in another order they are packed as usual. Both exact, in place
  * and out of place, with AVERAGE and with scaling, submitted in a different order per rank. */
@@ -945,6 +983,7 @@ int main(int argc, char **argv)
          test_broadcast_from_a_joined_root_fails_everywhere},
         {"groups_from_several_threads", test_groups_from_several_threads},
         {"progress_handle_in_slices", test_progress_handle_in_slices},
+        {"push_pull_sync", test_push_pull_sync},
         {"views_of_one_flat_buffer", test_views_of_one_flat_buffer},
     };
     return mt_main(argc, argv, "collectives", tests, sizeof tests / sizeof tests[0],

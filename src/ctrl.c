@@ -363,7 +363,10 @@ static inline void cpu_relax(void)
 static int wait_round(herd_ctrl_t *c, int r, int64_t round, int patient, int64_t spin_ns)
 {
     _Atomic int64_t *line = round_line(c, r);
-    for (int i = 0; i < SPINS; i++) {
+    /* A patient round with no spin (the coordinator thread, ranks computing) looks once and
+     * then sleeps: it must not take the core from the computation. */
+    int spins = patient && spin_ns == 0 ? 1 : SPINS;
+    for (int i = 0; i < spins; i++) {
         if (atomic_load_explicit(line, memory_order_acquire) >= round)
             return HERD_OK;
         cpu_relax();

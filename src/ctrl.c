@@ -39,6 +39,7 @@
 #include "log.h"
 #include "status.h"
 #include "util/clock.h"
+#include "util/thread.h"
 
 enum {
     WAKE_TAG = 7001,
@@ -346,15 +347,6 @@ int herd__ctrl_local_rank(const herd_ctrl_t *c) { return c->local_rank; }
 int herd__ctrl_local_size(const herd_ctrl_t *c) { return c->local_size; }
 const void *herd__ctrl_world(const herd_ctrl_t *c) { return &c->comm; }
 
-static inline void cpu_relax(void)
-{
-#if defined(__x86_64__) || defined(__i386__)
-    __builtin_ia32_pause();
-#elif defined(__aarch64__)
-    __asm__ volatile("yield");
-#endif
-}
-
 /* Waits until rank r has written its words for `round`. Polls SPINS times, then until
  * `spin_ns` have passed yields the core between polls (patient: sleeps, backing off from a few
  * microseconds to a fraction of a millisecond), as MPI's blocking and nonblocking waits do.
@@ -369,7 +361,7 @@ static int wait_round(herd_ctrl_t *c, int r, int64_t round, int patient, int64_t
     for (int i = 0; i < spins; i++) {
         if (atomic_load_explicit(line, memory_order_acquire) >= round)
             return HERD_OK;
-        cpu_relax();
+        herd__cpu_relax();
     }
     int64_t start = herd__clock_ns(), check = start + CHECK_NS;
     int64_t nap = PATIENT_FIRST_SLEEP_NS;

@@ -76,6 +76,7 @@
 #include "herd.h"
 #include "status.h"
 #include "util/clock.h"
+#include "util/thread.h"
 
 enum {
     LINE = 64,
@@ -122,15 +123,6 @@ static void publish(herd_shm_t *s, int which, uint64_t seq)
     atomic_store_explicit(counter(s, s->me, which), seq, memory_order_release);
 }
 
-static inline void cpu_relax(void)
-{
-#if defined(__x86_64__) || defined(__i386__)
-    __builtin_ia32_pause();
-#elif defined(__aarch64__)
-    __asm__ volatile("yield");
-#endif
-}
-
 __attribute__((format(printf, 3, 4))) static int fail(herd_shm_t *s, int status,
                                                      const char *fmt, ...)
 {
@@ -157,7 +149,7 @@ static int wait_for(herd_shm_t *s, int rank, int which, uint64_t seq)
     for (int i = 0; i < SPINS; i++) {
         if (atomic_load_explicit(c, memory_order_acquire) >= seq)
             return HERD_OK;
-        cpu_relax();
+        herd__cpu_relax();
     }
     int64_t start = herd__clock_ns(), check = start + CHECK_NS, nap = 20000;
     while (atomic_load_explicit(c, memory_order_acquire) < seq) {

@@ -32,4 +32,14 @@ void herd__thread_join(pthread_t t);
  * when the thread is left running. */
 int herd__thread_join_within(pthread_t t, int64_t timeout_ns);
 
+/* One step of a spin-wait on another core's store: tells the CPU this is a spin loop. */
+static inline void herd__cpu_relax(void)
+{
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#elif defined(__aarch64__)
+    __asm__ volatile("yield");
+#endif
+}
+
 #endif

@@ -68,7 +68,7 @@ struct herd_ctrl {
     int64_t *sent_to;       /* wakes sent to each rank */
     int64_t *received_from; /* wakes received from each rank */
     int sends_pending;
-    /* shared-memory wakes (one host): wake_flag[r] = the round rank r last asked for */
+    /* the shared window (one host): wakes and the AND-allreduce; MPI_WIN_NULL when unused */
     MPI_Win wake_win;
     char **region;      /* each rank's region of the window, as mapped here */
     int64_t *wake_seen; /* the value last read from each rank, for the stale count */
@@ -217,9 +217,9 @@ static uint64_t *band_buffer(const herd_ctrl_t *c, int r, int64_t round)
     return (uint64_t *)(void *)(c->region[r] + 2 * LINE + (round & 1) * BAND_WORDS * 8);
 }
 
-/* Shared-memory wakes when every rank is on this host and every rank wants them (the ranks
- * agree: the wake path must be the same everywhere). Collective. A failure to get the window
- * only logs and keeps the messages. */
+/* The shared window for wakes and the AND-allreduce, when every rank is on this host and every
+ * rank wants it (the ranks agree: the path must be the same everywhere). Collective. A failure
+ * to get the window only logs and keeps MPI for both. */
 static int open_shm_wakes(herd_ctrl_t *c, int want)
 {
     int mine = want && c->local_size == c->size && c->size > 1, all = 0;
@@ -250,7 +250,7 @@ static int open_shm_wakes(herd_ctrl_t *c, int want)
     if (mrc != MPI_SUCCESS)
         return herd__ctrl_mpi_failed(mrc, "MPI_Allreduce (shared-memory wakes)");
     if (!agreed) {
-        HERD_LOG_INF("wakes travel as MPI messages: no shared window for them");
+        HERD_LOG_INF("negotiation over MPI: no shared window for its wakes and allreduce");
         if (c->wake_win != MPI_WIN_NULL)
             MPI_Win_free(&c->wake_win);
         c->wake_win = MPI_WIN_NULL;

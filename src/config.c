@@ -44,6 +44,7 @@ void herd__config_defaults(herd_config_t *cfg)
     cfg->shm = 1;
     cfg->shm_bytes = DEFAULT_SHM_BYTES;
     cfg->shm_hierarchical = 1;
+    cfg->shm_stream_stores = 2;
 }
 
 int herd__config_parse_seconds(const char *text, int64_t *ms_out)
@@ -168,7 +169,7 @@ int herd__config_parse(herd_config_t *cfg, herd_env_lookup_fn lookup)
     herd__config_defaults(cfg);
 
     int64_t max_handles = c.max_handles;
-    int64_t shm = c.shm, hier = c.shm_hierarchical;
+    int64_t shm = c.shm, hier = c.shm_hierarchical, stream = c.shm_stream_stores;
     int rc = read_range(lookup, "HERD_FUSION_THRESHOLD", 0, INT64_C(1) << 40, 1,
                         &c.fusion_threshold);
     if (rc == 0)
@@ -185,6 +186,8 @@ int herd__config_parse(herd_config_t *cfg, herd_env_lookup_fn lookup)
         rc = read_range(lookup, "HERD_SHM", 0, 1, 0, &shm);
     if (rc == 0)
         rc = read_range(lookup, "HERD_HIERARCHICAL_ALLREDUCE", 0, 1, 0, &hier);
+    if (rc == 0)
+        rc = read_range(lookup, "HERD_SHM_STREAM_STORES", 0, 2, 0, &stream);
     if (rc == 0)
         rc = read_range(lookup, "HERD_SHM_BYTES", MIN_SHM_BYTES, INT64_C(1) << 32, 1,
                         &c.shm_bytes);
@@ -220,6 +223,7 @@ int herd__config_parse(herd_config_t *cfg, herd_env_lookup_fn lookup)
     c.max_handles = (int)max_handles;
     c.shm = (int)shm;
     c.shm_hierarchical = (int)hier;
+    c.shm_stream_stores = (int)stream;
     *cfg = c;
     return HERD_OK;
 }

@@ -28,6 +28,7 @@ typedef struct herd_config {
     int shm;                     /* HERD_SHM: 1 = intra-node shared-memory plane, 0 = MPI only */
     int64_t shm_bytes;           /* HERD_SHM_BYTES: the plane's segment per local rank */
     int shm_hierarchical;        /* HERD_HIERARCHICAL_ALLREDUCE: the plane across hosts too */
+    int shm_stream_stores;       /* HERD_SHM_STREAM_STORES: 0 regular, 1 streaming, 2 choose */
 } herd_config_t;
 
 /* Reads the configuration through `lookup` (getenv in production, a table in tests). On a bad

@@ -435,6 +435,7 @@ static int shm_open(mpi_backend_t *m, const herd_config_t *cfg)
                 herd_shm_params_t p = {.nranks = local, .me = me, .regions = regions,
                                        .region_bytes = (size_t)cfg->shm_bytes,
                                        .timeout_ms = cfg->stall_timeout_ms,
+                                       .stream_stores = cfg->shm_stream_stores,
                                        .across = hier ? shm_across : NULL, .across_ctx = m};
                 ok = herd__shm_attach(&m->shm, &p) == HERD_OK;
                 why = herd__status_last();

@@ -53,6 +53,16 @@
  * host's ranks copy out global results. Only allreduce has that step: the other kinds run on
  * a flat plane only (every rank on this host).
  *
+ * Stores into the segment (allreduce, from 256 KiB): regular or streaming (non-temporal, x86
+ * only). Which is faster depends on where the two cores sit: cores sharing a cache hand data
+ * over through it, and streaming stores, which send it to memory, cost 15-50 % more; cores that
+ * do not (seen on this VM, which moves its vCPUs) pay for every line a regular store takes back
+ * from the other core, and streaming stores save 12-30 %. So each rank measures both, per size
+ * class: its own time copying and reducing (waits excluded) per byte, averaged; it uses the
+ * faster and tries the other every EXPLORE calls of that class. HERD_SHM_STREAM fixes either.
+ * The choice is each rank's own: either way it writes the same bytes, ordered before the
+ * counter that publishes them (sfence).
+ *
  * Waiting: spin briefly on the counter, then sched_yield (for up to 50 ms), then sleep with a
  * growing backoff (to 1 ms): an oversubscribed host still makes progress, and a wait costs no
  * core for long. Slow waits check whether the peer's process still exists and give up after the
@@ -78,17 +88,39 @@
 #include "util/clock.h"
 #include "util/thread.h"
 
+#if defined(__x86_64__)
+#include <immintrin.h>
+#define HAVE_STREAM 1
+#else
+#define HAVE_STREAM 0
+#endif
+
 enum {
     LINE = 64,
-    CTRL_BYTES = 512,      /* counters at 0, 128, 256; the pid at 384 */
+    CTRL_BYTES = 512,      /* counters at 0, 128, 256; the pid at 384; costs at COSTS_AT */
+    COSTS_AT = 400,        /* STORE_CLASSES x 2 floats: what each way cost this rank */
     SMALL_BYTES = 16384,   /* whole-tensor reduction on every rank up to this */
     SPINS = 256,           /* counter checks before the first sched_yield */
     PIPE_BYTES = 262144,   /* broadcast, allgather, reducescatter: bytes a rank writes per chunk */
+    STREAM_MIN_LOG2 = 18,  /* allreduces from 256 KiB measure regular against streaming stores */
+    STORE_CLASSES = 13,    /* one per power of two from there, the last for 1 GiB and up */
+    FIRST_CALLS = 4,       /* a class alternates the two ways for its first calls */
+    EXPLORE = 32,          /* then tries the slower way once every this many calls */
 };
+_Static_assert(COSTS_AT + STORE_CLASSES * 2 * 4 <= CTRL_BYTES, "the cost table fits");
+#define SWITCH_MARGIN 0.05 /* a way must be this much cheaper to take over */
 enum { C_READY = 0, C_REDUCED = 1, C_CONSUMED = 2 };
 #define YIELD_NS INT64_C(50000000)  /* sched_yield for this long, then sleep */
 #define MAX_SLEEP_NS INT64_C(1000000)
 #define CHECK_NS INT64_C(10000000)  /* slow waits look at the peer's pid this often */
+
+/* What each way of storing into the segment cost this rank in one size class: ns of its own
+ * copying and reducing per byte (0: not measured yet), also published in its control lines. */
+typedef struct stores {
+    float cost[2]; /* [0] regular stores, [1] streaming */
+    uint32_t calls;
+    int way;       /* the way in use */
+} stores_t;
 
 struct herd_shm {
     int nranks, me;
@@ -100,6 +132,11 @@ struct herd_shm {
     uint64_t seq;       /* chunks run so far; coordinator only */
     const char *kind;   /* the collective running, for messages */
     int broken;
+    int stream_mode;    /* HERD_SHM_STREAM_STORES: 0 regular, 1 streaming, 2 measure and choose */
+    int stream;         /* this call's way */
+    int measuring;      /* this call counts wait time into waited_ns */
+    int64_t waited_ns;
+    stores_t stores[STORE_CLASSES];
     char why[256];
 };
 
@@ -111,6 +148,12 @@ static _Atomic uint64_t *counter(const herd_shm_t *s, int rank, int which)
 static _Atomic int *pid_of(const herd_shm_t *s, int rank)
 {
     return (_Atomic int *)(void *)(s->regions[rank] + 384);
+}
+
+/* Rank `rank`'s published cost of `way` in size class `cls` (float bits; 0: not measured). */
+static _Atomic uint32_t *cost_of(const herd_shm_t *s, int rank, int cls, int way)
+{
+    return (_Atomic uint32_t *)(void *)(s->regions[rank] + COSTS_AT) + 2 * cls + way;
 }
 
 static char *buffer(const herd_shm_t *s, int rank, uint64_t seq)
@@ -142,8 +185,20 @@ static int broken(herd_shm_t *s, int status)
     return status;
 }
 
-/* Waits until `rank`'s counter `which` reaches `seq`. */
+static int wait_counter(herd_shm_t *s, int rank, int which, uint64_t seq);
+
+/* Waits until `rank`'s counter `which` reaches `seq` (timed while a call measures itself). */
 static int wait_for(herd_shm_t *s, int rank, int which, uint64_t seq)
+{
+    if (!s->measuring)
+        return wait_counter(s, rank, which, seq);
+    int64_t t0 = herd__clock_ns();
+    int rc = wait_counter(s, rank, which, seq);
+    s->waited_ns += herd__clock_ns() - t0;
+    return rc;
+}
+
+static int wait_counter(herd_shm_t *s, int rank, int which, uint64_t seq)
 {
     _Atomic uint64_t *c = counter(s, rank, which);
     for (int i = 0; i < SPINS; i++) {
@@ -189,6 +244,101 @@ static int wait_all(herd_shm_t *s, int which, uint64_t seq)
             return rc;
     }
     return HERD_OK;
+}
+
+/* ---- streaming stores -------------------------------------------------------------------- */
+
+/* memcpy with non-temporal stores (the head up to 16-byte alignment and the tail regular),
+ * fenced so that a release store after it publishes the data. */
+static void stream_copy(void *dst, const void *src, size_t n)
+{
+#if HAVE_STREAM
+    char *d = dst;
+    const char *x = src;
+    size_t head = (size_t)(-(uintptr_t)d & 15);
+    head = head < n ? head : n;
+    memcpy(d, x, head);
+    d += head;
+    x += head;
+    n -= head;
+    size_t body = n & ~(size_t)63;
+    for (size_t i = 0; i < body; i += 64) {
+        const __m128i *v = (const __m128i *)(const void *)(x + i);
+        __m128i a = _mm_loadu_si128(v), b = _mm_loadu_si128(v + 1);
+        __m128i c = _mm_loadu_si128(v + 2), e = _mm_loadu_si128(v + 3);
+        __m128i *o = (__m128i *)(void *)(d + i);
+        _mm_stream_si128(o, a);
+        _mm_stream_si128(o + 1, b);
+        _mm_stream_si128(o + 2, c);
+        _mm_stream_si128(o + 3, e);
+    }
+    memcpy(d + body, x + body, n - body);
+    _mm_sfence();
+#else
+    memcpy(dst, src, n);
+#endif
+}
+
+/* Copies n bytes into the segment the way this call stores. */
+static void seg_copy(const herd_shm_t *s, void *dst, const void *src, size_t n)
+{
+    if (s->stream)
+        stream_copy(dst, src, n);
+    else
+        memcpy(dst, src, n);
+}
+
+/* The size class of an allreduce of `bytes`, or -1 when its way is fixed: below 256 KiB
+ * (regular stores), or by HERD_SHM_STREAM_STORES. */
+static int store_class(const herd_shm_t *s, int64_t bytes)
+{
+    if (s->stream_mode != 2 || bytes < (INT64_C(1) << STREAM_MIN_LOG2))
+        return -1;
+    int k = 0;
+    while (k + 1 < STORE_CLASSES && bytes >> (STREAM_MIN_LOG2 + k + 1) != 0)
+        k++;
+    return k;
+}
+
+/* The way for this call of class k. The first calls alternate; then the way whose costs,
+ * summed over the local ranks' published tables, are lower by SWITCH_MARGIN takes over (all
+ * ranks read the same tables, so they mostly agree, and one rank's noise counts for 1/L);
+ * once every EXPLORE calls, the same call on every rank, the other way runs to be measured
+ * again (it may have become the cheaper one since). */
+static int choose_way(herd_shm_t *s, int k)
+{
+    stores_t *c = &s->stores[k];
+    uint32_t n = c->calls++;
+    if (n < FIRST_CALLS)
+        return (int)(n & 1);
+    float sum[2] = {0, 0};
+    for (int r = 0; r < s->nranks; r++)
+        for (int w = 0; w < 2; w++) {
+            uint32_t bits = atomic_load_explicit(cost_of(s, r, k, w), memory_order_relaxed);
+            float v;
+            memcpy(&v, &bits, sizeof v);
+            if (v <= 0)
+                return c->way; /* a peer has not measured both yet */
+            sum[w] += v;
+        }
+    if (sum[!c->way] < sum[c->way] * (1 - SWITCH_MARGIN))
+        c->way = !c->way;
+    return n % EXPLORE == EXPLORE - 1 ? !c->way : c->way;
+}
+
+/* Folds one call's cost in and publishes it: the least of the first calls (they include
+ * first touches of the buffers), then an average over the last few. */
+static void learn_way(herd_shm_t *s, int k, int way, float ns_per_byte)
+{
+    stores_t *c = &s->stores[k];
+    float *m = &c->cost[way];
+    if (c->calls <= FIRST_CALLS)
+        *m = *m == 0 || ns_per_byte < *m ? ns_per_byte : *m;
+    else
+        *m += (ns_per_byte - *m) / 4;
+    uint32_t bits;
+    memcpy(&bits, m, sizeof bits);
+    atomic_store_explicit(cost_of(s, s->me, k, way), bits, memory_order_relaxed);
 }
 
 /* ---- element loops ----------------------------------------------------------------------
@@ -262,9 +412,48 @@ static void combine(int dtype, int op, void *d, const void *x, const void *y, si
         }                                                                                      \
     } while (0)
 
+#if HAVE_STREAM
+/* SUM_DIV_COPY with streaming stores into `copy` (aligned to 16 bytes; the SSE arithmetic
+ * rounds each element exactly as the scalar loop does), then fenced. */
+#define SUM_DIV_STREAM(T, V, LOAD, ADD, DIV, STORE, STREAM, SET1)                              \
+    do {                                                                                       \
+        T *d_ = d, *c_ = copy, dv = (T)divisor;                                                \
+        const T *x_ = x, *y_ = y;                                                              \
+        const size_t lanes = 16 / sizeof(T);                                                   \
+        V dvv = SET1(dv);                                                                      \
+        size_t i = 0;                                                                          \
+        for (; i + lanes <= n; i += lanes) {                                                   \
+            V v = ADD(LOAD(x_ + i), LOAD(y_ + i));                                             \
+            if (divisor > 1)                                                                   \
+                v = DIV(v, dvv);                                                               \
+            STORE(d_ + i, v);                                                                  \
+            STREAM(c_ + i, v);                                                                 \
+        }                                                                                      \
+        for (; i < n; i++) {                                                                   \
+            T v = x_[i] + y_[i];                                                               \
+            v = divisor > 1 ? v / dv : v;                                                      \
+            d_[i] = v;                                                                         \
+            c_[i] = v;                                                                         \
+        }                                                                                      \
+        _mm_sfence();                                                                          \
+    } while (0)
+#endif
+
 static void combine_last(int dtype, int op, void *d, void *copy, const void *x, const void *y,
-                         size_t n, int divisor)
+                         size_t n, int divisor, int stream)
 {
+#if HAVE_STREAM
+    if (stream && ((uintptr_t)copy & 15) == 0 && op == HERD_SUM && dtype == HERD_FLOAT32) {
+        SUM_DIV_STREAM(float, __m128, _mm_loadu_ps, _mm_add_ps, _mm_div_ps, _mm_storeu_ps,
+                       _mm_stream_ps, _mm_set1_ps);
+        return;
+    }
+    if (stream && ((uintptr_t)copy & 15) == 0 && op == HERD_SUM && dtype == HERD_FLOAT64) {
+        SUM_DIV_STREAM(double, __m128d, _mm_loadu_pd, _mm_add_pd, _mm_div_pd, _mm_storeu_pd,
+                       _mm_stream_pd, _mm_set1_pd);
+        return;
+    }
+#endif
     if (op == HERD_SUM && dtype == HERD_FLOAT32) {
         SUM_DIV_COPY(float);
     } else if (op == HERD_SUM && dtype == HERD_FLOAT64) {
@@ -272,7 +461,11 @@ static void combine_last(int dtype, int op, void *d, void *copy, const void *x, 
     } else {
         combine(dtype, op, d, x, y, n);
         herd__dtype_finish(dtype, d, n, divisor, 1.0);
-        memcpy(copy, d, n * herd__dtype_size(dtype));
+        size_t bytes = n * herd__dtype_size(dtype);
+        if (stream)
+            stream_copy(copy, d, bytes);
+        else
+            memcpy(copy, d, bytes);
     }
 }
 
@@ -283,6 +476,16 @@ static void put(int dtype, void *dst, const void *src, size_t n, size_t esize, d
         herd__dtype_scale_copy(dtype, dst, src, n, pre);
     else
         memcpy(dst, src, n * esize);
+}
+
+/* put() into the segment, the way this call stores (a prescaled copy stores regularly). */
+static void seg_put(const herd_shm_t *s, int dtype, void *dst, const void *src, size_t n,
+                    size_t esize, double pre)
+{
+    if (pre == 1.0)
+        seg_copy(s, dst, src, n * esize);
+    else
+        put(dtype, dst, src, n, esize, pre);
 }
 
 /* Every collective starts here: refused after a failure (the ranks may disagree about `seq`). */
@@ -354,8 +557,9 @@ static int copy_in(herd_shm_t *s, const call_t *c, uint64_t seq, int64_t off, in
         int64_t st = 0, len = share_len(c, q, n, &st);
         /* My own share is read where it lies, unless it must be prescaled first. */
         if (len > 0 && (q != s->me || c->scale->pre != 1.0))
-            put(c->dtype, mine + st * (int64_t)c->esize, c->send + (off + st) * (int64_t)c->esize,
-                (size_t)len, c->esize, c->scale->pre);
+            seg_put(s, c->dtype, mine + st * (int64_t)c->esize,
+                    c->send + (off + st) * (int64_t)c->esize, (size_t)len, c->esize,
+                    c->scale->pre);
     }
     publish(s, C_READY, seq);
     return HERD_OK;
@@ -381,7 +585,7 @@ static int reduce_share(herd_shm_t *s, const call_t *c, uint64_t seq, int64_t of
             if (q == last && s->across == NULL) {
                 /* The divisor is the same on every rank; postscale is each rank's own. */
                 combine_last(c->dtype, c->op, dst, mine, x, y, (size_t)len,
-                             c->scale->divisor);
+                             c->scale->divisor, s->stream);
                 x = NULL;
                 break;
             }
@@ -392,12 +596,16 @@ static int reduce_share(herd_shm_t *s, const call_t *c, uint64_t seq, int64_t of
             if (x != dst)
                 memcpy(dst, x, (size_t)len * c->esize);
             if (s->across != NULL) {
+                /* Time on the network is no store's doing: counted as waiting. */
+                int64_t t0 = s->measuring ? herd__clock_ns() : 0;
                 rc = s->across(s->across_ctx, dst, len, c->dtype, c->op);
+                if (s->measuring)
+                    s->waited_ns += herd__clock_ns() - t0;
                 if (rc != HERD_OK)
                     return broken(s, rc);
             }
             herd__dtype_finish(c->dtype, dst, (size_t)len, c->scale->divisor, 1.0);
-            memcpy(mine, dst, (size_t)len * c->esize);
+            seg_copy(s, mine, dst, (size_t)len * c->esize);
         }
         if (c->scale->post != 1.0)
             herd__dtype_scale_copy(c->dtype, dst, dst, (size_t)len, c->scale->post);
@@ -423,6 +631,35 @@ static int copy_out(herd_shm_t *s, const call_t *c, uint64_t seq, int64_t off, i
     return HERD_OK;
 }
 
+/* An allreduce too large for small_allreduce: chunks as large as the buffers allow, of equal
+ * size, cut into shares of whole lines. */
+static int chunked_allreduce(herd_shm_t *s, call_t c, int64_t count)
+{
+    int64_t per_line = LINE / (int64_t)c.esize;
+    int64_t max_share = (int64_t)(s->buf_bytes / (size_t)s->nranks / LINE) * per_line;
+    int64_t max_chunk = max_share * s->nranks;
+    int64_t nchunks = (count + max_chunk - 1) / max_chunk;
+    int64_t chunk = (count + nchunks - 1) / nchunks;
+    int64_t share = (chunk + s->nranks - 1) / s->nranks;
+    c.share = (share + per_line - 1) / per_line * per_line;
+    uint64_t base = s->seq;
+    s->seq += (uint64_t)nchunks;
+    int rc = copy_in(s, &c, base + 1, 0, chunk < count ? chunk : count);
+    for (int64_t i = 0; i < nchunks && rc == HERD_OK; i++) {
+        int64_t off = i * chunk, n = count - off < chunk ? count - off : chunk;
+        if (i + 1 < nchunks) {
+            int64_t next = off + chunk;
+            rc = copy_in(s, &c, base + 2 + (uint64_t)i, next,
+                         count - next < chunk ? count - next : chunk);
+        }
+        if (rc == HERD_OK)
+            rc = reduce_share(s, &c, base + 1 + (uint64_t)i, off, n);
+        if (rc == HERD_OK)
+            rc = copy_out(s, &c, base + 1 + (uint64_t)i, off, n);
+    }
+    return rc;
+}
+
 int herd__shm_allreduce(herd_shm_t *s, const void *send, void *recv, int64_t count, int dtype,
                         int op, const herd_scale_t *scale)
 {
@@ -436,29 +673,20 @@ int herd__shm_allreduce(herd_shm_t *s, const void *send, void *recv, int64_t cou
         if ((size_t)bytes <= s->buf_bytes)
             return small_allreduce(s, &c, count);
     }
-    /* Chunks as large as the buffers allow, of equal size, cut into shares of whole lines. */
-    int64_t per_line = LINE / (int64_t)c.esize;
-    int64_t max_share = (int64_t)(s->buf_bytes / (size_t)s->nranks / LINE) * per_line;
-    int64_t max_chunk = max_share * s->nranks;
-    int64_t nchunks = (count + max_chunk - 1) / max_chunk;
-    int64_t chunk = (count + nchunks - 1) / nchunks;
-    int64_t share = (chunk + s->nranks - 1) / s->nranks;
-    c.share = (share + per_line - 1) / per_line * per_line;
-    uint64_t base = s->seq;
-    s->seq += (uint64_t)nchunks;
-    rc = copy_in(s, &c, base + 1, 0, chunk < count ? chunk : count);
-    for (int64_t i = 0; i < nchunks && rc == HERD_OK; i++) {
-        int64_t off = i * chunk, n = count - off < chunk ? count - off : chunk;
-        if (i + 1 < nchunks) {
-            int64_t next = off + chunk;
-            rc = copy_in(s, &c, base + 2 + (uint64_t)i, next,
-                         count - next < chunk ? count - next : chunk);
-        }
-        if (rc == HERD_OK)
-            rc = reduce_share(s, &c, base + 1 + (uint64_t)i, off, n);
-        if (rc == HERD_OK)
-            rc = copy_out(s, &c, base + 1 + (uint64_t)i, off, n);
+    int cls = store_class(s, bytes);
+    if (cls < 0) {
+        s->stream = s->stream_mode == 1;
+        return chunked_allreduce(s, c, count);
     }
+    s->stream = choose_way(s, cls);
+    s->measuring = 1;
+    s->waited_ns = 0;
+    int64_t t0 = herd__clock_ns();
+    rc = chunked_allreduce(s, c, count);
+    int64_t work = herd__clock_ns() - t0 - s->waited_ns;
+    s->measuring = 0;
+    if (rc == HERD_OK)
+        learn_way(s, cls, s->stream, (float)(work > 0 ? work : 1) / (float)bytes);
     return rc;
 }
 
@@ -741,8 +969,12 @@ int herd__shm_attach(herd_shm_t **out, const herd_shm_params_t *p)
     s->timeout_ns = p->timeout_ms * 1000000;
     s->across = p->across;
     s->across_ctx = p->across_ctx;
+    s->stream_mode = HAVE_STREAM ? p->stream_stores : 0;
     for (int w = C_READY; w <= C_CONSUMED; w++)
         atomic_store_explicit(counter(s, s->me, w), 0, memory_order_relaxed);
+    for (int k = 0; k < STORE_CLASSES; k++)
+        for (int w = 0; w < 2; w++)
+            atomic_store_explicit(cost_of(s, s->me, k, w), 0, memory_order_relaxed);
     atomic_store_explicit(pid_of(s, s->me), (int)getpid(), memory_order_release);
     *out = s;
     return HERD_OK;

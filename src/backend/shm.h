@@ -25,6 +25,11 @@ typedef struct herd_shm_params {
     void *const *regions;  /* regions[r]: rank r's region as mapped in this process */
     size_t region_bytes;   /* bytes of every region (the same on every rank) */
     int64_t timeout_ms;    /* a wait for a peer gives up after this long (0: never) */
+    /* How chunked allreduces (above the whole-tensor size) store into the segment: 0 regular
+     * stores; 1 streaming (non-temporal) stores; 2 regular below 256 KiB, and from there
+     * both measured per size class, the faster used. Streaming needs x86-64; elsewhere every
+     * value means regular stores. */
+    int stream_stores;
     /* Optional (NULL: the local ranks are all there is): combines, in place, a part this rank
      * has reduced over its host with the same part of the other hosts (a hierarchical
      * allreduce), before the divisor and postscale are applied. Called by every local rank for

@@ -52,6 +52,7 @@ static void expect_defaults(const herd_config_t *c)
     UNIT_EQ_INT(c->shm, 1);
     UNIT_EQ_INT(c->shm_bytes, 4 << 20);
     UNIT_EQ_INT(c->shm_hierarchical, 1);
+    UNIT_EQ_INT(c->shm_stream_stores, 2);
 }
 
 static void test_defaults(void)
@@ -252,6 +253,10 @@ static void test_shm_knobs(void)
     UNIT_CONTAINS(herd_last_error(), "HERD_SHM='2'");
     UNIT_EQ_INT(parse_one(&c, "HERD_HIERARCHICAL_ALLREDUCE", "0"), HERD_OK);
     UNIT_EQ_INT(c.shm_hierarchical, 0);
+    UNIT_EQ_INT(parse_one(&c, "HERD_SHM_STREAM_STORES", "1"), HERD_OK);
+    UNIT_EQ_INT(c.shm_stream_stores, 1);
+    UNIT_EQ_INT(parse_one(&c, "HERD_SHM_STREAM_STORES", "3"), HERD_ERR_INVALID_ARG);
+    UNIT_CONTAINS(herd_last_error(), "HERD_SHM_STREAM_STORES='3'");
     UNIT_EQ_INT(parse_one(&c, "HERD_SHM_BYTES", "16K"), HERD_OK);
     UNIT_EQ_INT(c.shm_bytes, 16384);
     UNIT_EQ_INT(parse_one(&c, "HERD_SHM_BYTES", "16383"), HERD_ERR_INVALID_ARG);

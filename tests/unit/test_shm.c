@@ -26,6 +26,8 @@ typedef int (*rank_fn)(herd_shm_t *s, int rank, int nranks, void *arg);
 /* Runs fn on `nranks` forked processes over one shared mapping; returns the summed failures
  * (the children's exit statuses; a child killed by a signal counts 100). */
 static int (*run_across)(void *ctx, void *buf, int64_t count, int dtype, int op);
+/* Each rank's HERD_SHM_STREAM_STORES (2, the default: measure and choose). */
+static int run_stream[MAX_RANKS] = {2, 2, 2, 2};
 
 static int run_ranks(int nranks, size_t region, int64_t timeout_ms, rank_fn fn, void *arg)
 {
@@ -45,7 +47,7 @@ static int run_ranks(int nranks, size_t region, int64_t timeout_ms, rank_fn fn, 
             herd_shm_t *s = NULL;
             herd_shm_params_t p = {.nranks = nranks, .me = r, .regions = regions,
                                    .region_bytes = region, .timeout_ms = timeout_ms,
-                                   .across = run_across};
+                                   .across = run_across, .stream_stores = run_stream[r]};
             int failures = herd__shm_attach(&s, &p) == HERD_OK ? fn(s, r, nranks, arg) : 1;
             herd__shm_detach(s);
             fflush(NULL);
@@ -210,6 +212,48 @@ static void test_default_region(void)
     c.counts = counts + 2;
     c.scaled = 1;
     UNIT_EQ_INT(run_ranks(3, 4 << 20, 60000, every_case, &c), 0);
+}
+
+/* Streaming stores into the segment give the same bits as regular ones: every op and dtype
+ * with every chunked allreduce streaming (1), then ranks storing differently from each other. */
+static void test_streaming_stores(void)
+{
+    cases_t c = {small_region_counts, (int)(sizeof small_region_counts / sizeof(int64_t)), 0};
+    for (int r = 0; r < MAX_RANKS; r++)
+        run_stream[r] = 1;
+    for (int n = 1; n <= MAX_RANKS; n++)
+        UNIT_EQ_INT(run_ranks(n, SMALL_REGION, 60000, every_case, &c), 0);
+    c.scaled = 1;
+    UNIT_EQ_INT(run_ranks(3, SMALL_REGION, 60000, every_case, &c), 0);
+    static const int64_t large[] = {600001, 300001};
+    cases_t big = {large, 2, 0};
+    UNIT_EQ_INT(run_ranks(2, 4 << 20, 60000, every_case, &big), 0);
+    run_stream[0] = 0;
+    run_stream[2] = 0;
+    c.scaled = 0;
+    UNIT_EQ_INT(run_ranks(4, SMALL_REGION, 60000, every_case, &c), 0);
+    for (int r = 0; r < MAX_RANKS; r++)
+        run_stream[r] = 2;
+}
+
+/* Measuring and choosing (2): a run of allreduces in one size class tries both ways, then the
+ * cheaper with the other now and then; every result stays exact, for every class's first
+ * calls, across the switches, in place and not, with an average's divisor. */
+static int many_same_size(herd_shm_t *s, int rank, int nranks, void *arg)
+{
+    (void)arg;
+    int failures = 0;
+    for (int k = 0; k < 80; k++)
+        failures += check_one(s, rank, nranks, k % 3 == 0 ? HERD_FLOAT64 : HERD_FLOAT32,
+                              k % 5 == 0 ? HERD_MAX : HERD_AVERAGE, k % 2 ? 70001 : 131072,
+                              k % 4 == 0, 0);
+    return failures;
+}
+
+static void test_streaming_chosen_by_measuring(void)
+{
+    UNIT_EQ_INT(run_ranks(2, 4 << 20, 60000, many_same_size, NULL), 0);
+    UNIT_EQ_INT(run_ranks(3, 1 << 20, 60000, many_same_size, NULL), 0);
 }
 
 /* The hierarchical step: a stand-in for "another host with the same data", which doubles a sum
@@ -667,6 +711,8 @@ int main(void)
         {"every op and dtype, 1-4 ranks, small region", test_every_op_dtype_small_region},
         {"prescale, postscale and divisor, 2-4 ranks", test_scaled_small_region},
         {"default region, large counts", test_default_region},
+        {"streaming stores: the same bits, ranks storing differently", test_streaming_stores},
+        {"streaming stores chosen by measuring, many calls", test_streaming_chosen_by_measuring},
         {"the across-hosts step of a hierarchical allreduce", test_across_hosts_hook},
         {"a peer that exited fails the call fast", test_dead_peer_fails_fast},
         {"a peer that never comes times out", test_absent_peer_times_out},

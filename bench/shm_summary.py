@@ -2,7 +2,9 @@
 rounds of each figure herd_bench computed within one launch (herd over the best plain-MPI
 baseline, herd over the memory limit n*S/B, herd over MPI_Allreduce in the sweep, herd over MPI
 per size and kind in the collectives section), with the best and worst round. Sections the
-launches did not run are left out. Usage: python3 bench/shm_summary.py DIR"""
+launches did not run are left out. Then every launch on its own line, with what tells the VM's
+state during it (memcpy bandwidth, MPI_Allreduce's busbw at the smallest swept size): medians
+over rounds mix launches taken in different states. Usage: python3 bench/shm_summary.py DIR"""
 import glob
 import json
 import os
@@ -106,6 +108,41 @@ def main(d):
     if names:
         workloads(runs, keys, names)
     sweep(runs, keys)
+    per_launch(d, names)
+
+
+def per_launch(d, names):
+    """One line per launch, in the order they ran."""
+    def order(path):  # bench/shm.sh's order: by round, default binding first, plane first
+        r, bind, shm = os.path.basename(path)[:-5].split("-")
+        return (int(r[1:]), bind != "default", shm != "shm1")
+
+    paths = sorted(glob.glob(os.path.join(d, "r*-*-shm*.json")), key=order)
+    rows = []
+    for path in paths:
+        try:
+            with open(path) as f:
+                j = json.load(f)
+        except (OSError, ValueError):
+            continue
+        sizes = j.get("sweep", {}).get("sizes", [])
+        mem = j.get("memcpy", {}).get("alone_GBps", {}).get("median")
+        cells = [os.path.basename(path)[:-5], f"{mem:.1f}" if mem else "-",
+                 f"{sizes[0]['mpi']['busbw_GBps']:.1f}" if sizes else "-",
+                 " ".join(f"{x['herd_over_mpi']:.2f}" for x in sizes) or "-"]
+        for name in names:
+            w = [x for x in j.get("workloads", []) if x["name"] == name]
+            cells.append(f"{w[0]['herd_over_best_baseline']:.2f} / {w[0]['herd_over_limit']:.2f}"
+                         if w else "-")
+        rows.append(cells)
+    if not rows:
+        return
+    print("\n== every launch, in the order they ran")
+    print("| launch | memcpy GB/s | MPI busbw GB/s, smallest size | sweep herd / MPI by size | "
+          + " | ".join(f"{n}: herd / best MPI, / limit" for n in names) + " |")
+    print("|---|---|---|---|" + "---|" * len(names))
+    for r in rows:
+        print("| " + " | ".join(r) + " |")
 
 
 def workloads(runs, keys, names):

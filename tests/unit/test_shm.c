@@ -302,6 +302,12 @@ static void test_across_hosts_hook(void)
     run_across = double_it;
     for (int n = 2; n <= 3; n++)
         UNIT_EQ_INT(run_ranks(n, SMALL_REGION, 60000, across_sum, NULL), 0);
+    /* The same with the reduced shares streamed into the segment. */
+    for (int r = 0; r < MAX_RANKS; r++)
+        run_stream[r] = 1;
+    UNIT_EQ_INT(run_ranks(2, SMALL_REGION, 60000, across_sum, NULL), 0);
+    for (int r = 0; r < MAX_RANKS; r++)
+        run_stream[r] = 2;
     run_across = NULL;
 }
 

@@ -59,7 +59,8 @@
  * do not (seen on this VM, which moves its vCPUs) pay for every line a regular store takes back
  * from the other core, and streaming stores save 12-30 %. So each rank measures both, per size
  * class: its own time copying and reducing (waits excluded) per byte, averaged; it uses the
- * faster and tries the other every EXPLORE calls of that class. HERD_SHM_STREAM fixes either.
+ * faster and tries the other every EXPLORE calls of that class. HERD_SHM_STREAM_STORES fixes
+ * either.
  * The choice is each rank's own: either way it writes the same bytes, ordered before the
  * counter that publishes them (sfence).
  *
@@ -311,16 +312,20 @@ static int choose_way(herd_shm_t *s, int k)
     uint32_t n = c->calls++;
     if (n < FIRST_CALLS)
         return (int)(n & 1);
+    /* A peer whose way is fixed (HERD_SHM_STREAM_STORES 0 or 1 there) publishes nothing and is
+     * left out; by now every measuring rank has measured both ways. */
     float sum[2] = {0, 0};
-    for (int r = 0; r < s->nranks; r++)
+    for (int r = 0; r < s->nranks; r++) {
+        float v[2];
         for (int w = 0; w < 2; w++) {
             uint32_t bits = atomic_load_explicit(cost_of(s, r, k, w), memory_order_relaxed);
-            float v;
-            memcpy(&v, &bits, sizeof v);
-            if (v <= 0)
-                return c->way; /* a peer has not measured both yet */
-            sum[w] += v;
+            memcpy(&v[w], &bits, sizeof v[w]);
         }
+        if (v[0] > 0 && v[1] > 0) {
+            sum[0] += v[0];
+            sum[1] += v[1];
+        }
+    }
     if (sum[!c->way] < sum[c->way] * (1 - SWITCH_MARGIN))
         c->way = !c->way;
     return n % EXPLORE == EXPLORE - 1 ? !c->way : c->way;

@@ -254,6 +254,10 @@ static void test_streaming_chosen_by_measuring(void)
 {
     UNIT_EQ_INT(run_ranks(2, 4 << 20, 60000, many_same_size, NULL), 0);
     UNIT_EQ_INT(run_ranks(3, 1 << 20, 60000, many_same_size, NULL), 0);
+    /* A rank whose way is fixed beside ranks that measure. */
+    run_stream[1] = 1;
+    UNIT_EQ_INT(run_ranks(3, 1 << 20, 60000, many_same_size, NULL), 0);
+    run_stream[1] = 2;
 }
 
 /* The hierarchical step: a stand-in for "another host with the same data", which doubles a sum

@@ -3,8 +3,8 @@ rounds of each figure herd_bench computed within one launch (herd over the best 
 baseline, herd over the memory limit n*S/B, herd over MPI_Allreduce in the sweep, herd over MPI
 per size and kind in the collectives section), with the best and worst round. Sections the
 launches did not run are left out. Then every launch on its own line, with what tells the VM's
-state during it (memcpy bandwidth, MPI_Allreduce's busbw at the smallest swept size): medians
-over rounds mix launches taken in different states. Usage: python3 bench/shm_summary.py DIR"""
+state during it (MPI_Allreduce's busbw at the smallest swept size; the memcpy bandwidth beside
+it does not tell the states apart): medians over rounds mix launches taken in different states. Usage: python3 bench/shm_summary.py DIR"""
 import glob
 import json
 import os

@@ -186,19 +186,7 @@ static int broken(herd_shm_t *s, int status)
     return status;
 }
 
-static int wait_counter(herd_shm_t *s, int rank, int which, uint64_t seq);
-
-/* Waits until `rank`'s counter `which` reaches `seq` (timed while a call measures itself). */
-static int wait_for(herd_shm_t *s, int rank, int which, uint64_t seq)
-{
-    if (!s->measuring)
-        return wait_counter(s, rank, which, seq);
-    int64_t t0 = herd__clock_ns();
-    int rc = wait_counter(s, rank, which, seq);
-    s->waited_ns += herd__clock_ns() - t0;
-    return rc;
-}
-
+/* Waits until `rank`'s counter `which` reaches `seq`. */
 static int wait_counter(herd_shm_t *s, int rank, int which, uint64_t seq)
 {
     _Atomic uint64_t *c = counter(s, rank, which);
@@ -233,6 +221,17 @@ static int wait_counter(herd_shm_t *s, int rank, int which, uint64_t seq)
                         (long long)(s->timeout_ns / 1000000));
     }
     return HERD_OK;
+}
+
+/* wait_counter, timed while a call measures itself. */
+static int wait_for(herd_shm_t *s, int rank, int which, uint64_t seq)
+{
+    if (!s->measuring)
+        return wait_counter(s, rank, which, seq);
+    int64_t t0 = herd__clock_ns();
+    int rc = wait_counter(s, rank, which, seq);
+    s->waited_ns += herd__clock_ns() - t0;
+    return rc;
 }
 
 static int wait_all(herd_shm_t *s, int which, uint64_t seq)
@@ -280,10 +279,10 @@ static void stream_copy(void *dst, const void *src, size_t n)
 #endif
 }
 
-/* Copies n bytes into the segment the way this call stores. */
-static void seg_copy(const herd_shm_t *s, void *dst, const void *src, size_t n)
+/* Copies n bytes into the segment, streaming or not. */
+static void seg_copy(int stream, void *dst, const void *src, size_t n)
 {
-    if (s->stream)
+    if (stream)
         stream_copy(dst, src, n);
     else
         memcpy(dst, src, n);
@@ -466,11 +465,7 @@ static void combine_last(int dtype, int op, void *d, void *copy, const void *x, 
     } else {
         combine(dtype, op, d, x, y, n);
         herd__dtype_finish(dtype, d, n, divisor, 1.0);
-        size_t bytes = n * herd__dtype_size(dtype);
-        if (stream)
-            stream_copy(copy, d, bytes);
-        else
-            memcpy(copy, d, bytes);
+        seg_copy(stream, copy, d, n * herd__dtype_size(dtype));
     }
 }
 
@@ -488,7 +483,7 @@ static void seg_put(const herd_shm_t *s, int dtype, void *dst, const void *src, 
                     size_t esize, double pre)
 {
     if (pre == 1.0)
-        seg_copy(s, dst, src, n * esize);
+        seg_copy(s->stream, dst, src, n * esize);
     else
         put(dtype, dst, src, n, esize, pre);
 }
@@ -610,7 +605,7 @@ static int reduce_share(herd_shm_t *s, const call_t *c, uint64_t seq, int64_t of
                     return broken(s, rc);
             }
             herd__dtype_finish(c->dtype, dst, (size_t)len, c->scale->divisor, 1.0);
-            seg_copy(s, mine, dst, (size_t)len * c->esize);
+            seg_copy(s->stream, mine, dst, (size_t)len * c->esize);
         }
         if (c->scale->post != 1.0)
             herd__dtype_scale_copy(c->dtype, dst, dst, (size_t)len, c->scale->post);

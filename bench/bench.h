@@ -42,6 +42,7 @@ typedef struct bench_opts {
     int64_t memcpy_bytes;
     int memcpy_reps;
     int steady_steps;
+    int strict_allocs;  /* exit 1 when herd allocates in a steady-state or idle window */
     int64_t timeout_ms; /* watchdog: one herd wait longer than this aborts as a hang; 0 = off */
     int64_t wait_ms;    /* passed to herd_wait_handle: -1 (default) waits without deadline */
 } bench_opts_t;
@@ -55,6 +56,7 @@ typedef struct bench {
     int alloc_herd;  /* ... and can tell libherd's own calls apart */
     double memcpy_bw; /* bytes/s, median, measured in this run (0 until measured) */
     double memcpy_bw_min, memcpy_bw_max;
+    int herd_alloc_windows; /* rank 0: steady-state and idle windows in which herd allocated */
 } bench_t;
 
 /* ---- time ---------------------------------------------------------------------------------- */

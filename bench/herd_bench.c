@@ -60,6 +60,8 @@ static void usage(FILE *f)
         "                      framework waits; herd may then drive its rounds on the waiting\n"
         "                      thread; N >= 0 measures the deadline path, re-waiting on timeout)\n"
         "  --quick             tiny settings for a smoke test (implies --check)\n"
+        "  --strict-allocs     exit 1 when herd itself allocates in a back-to-back (steady)\n"
+        "                      window or while idle\n"
         "  --json              print one JSON object instead of tables\n"
         "  --help\n",
         f);
@@ -130,6 +132,8 @@ static int parse_options(bench_opts_t *o, int argc, char **argv, int rank)
             o->quick = 1, takes = 0;
         } else if (strcmp(a, "--check") == 0) {
             o->check_every = 1, takes = 0;
+        } else if (strcmp(a, "--strict-allocs") == 0) {
+            o->strict_allocs = 1, takes = 0;
         } else if (v == NULL) {
             bad = a;
         } else if (strcmp(a, "--only") == 0) {
@@ -255,6 +259,10 @@ static void idle_cpu(bench_t *b, double *pct, double *allocs)
     double al[2] = {(double)(a1.allocs - a0.allocs), (double)(a1.lib_allocs - a0.lib_allocs)};
     MPI_Gather(&mine, 1, MPI_DOUBLE, pct, 1, MPI_DOUBLE, 0, MPI_COMM_WORLD);
     MPI_Reduce(al, allocs, 2, MPI_DOUBLE, MPI_MAX, 0, MPI_COMM_WORLD);
+    if (b->rank == 0 && b->alloc_herd && allocs[1] > 0) {
+        b->herd_alloc_windows++;
+        fprintf(stderr, "herd_bench: herd allocated %.0f times while idle\n", allocs[1]);
+    }
 }
 
 static void print_idle(bench_t *b, const char *what, const double *pct, const double *allocs)
@@ -1082,11 +1090,17 @@ int main(int argc, char **argv)
     bench_watchdog_stop();
     bench_text(&b, "\nresult check: %s\n",
                b.failures ? "FAILED (wrong results, see stderr)" : "all results exact");
+    MPI_Bcast(&b.herd_alloc_windows, 1, MPI_INT, 0, MPI_COMM_WORLD);
+    int alloc_fail = b.opt.strict_allocs && b.herd_alloc_windows > 0;
+    if (alloc_fail)
+        bench_text(&b, "allocation check: FAILED (herd allocated in %d steady-state or idle "
+                   "windows, see stderr)\n", b.herd_alloc_windows);
     bench_json_int(&b, "wrong", b.failures);
-    bench_json_str(&b, "result", b.failures ? "fail" : "pass");
+    bench_json_int(&b, "herd_alloc_windows", b.herd_alloc_windows);
+    bench_json_str(&b, "result", b.failures || alloc_fail ? "fail" : "pass");
     bench_json_end(&b);
     free(mpi_idle);
     free(herd_idle);
     MPI_Finalize();
-    return b.failures ? 1 : 0;
+    return b.failures || alloc_fail ? 1 : 0;
 }

@@ -144,7 +144,6 @@ int64_t bench_check_methods(bench_t *b, const bench_method_t *m, int nm,
 
 bench_steady_t bench_steady(bench_t *b, const bench_method_t *m, int steps)
 {
-    (void)b;
     bench_alloc_t a0, a1;
     MPI_Barrier(MPI_COMM_WORLD);
     bench_alloc_read(&a0);
@@ -162,6 +161,11 @@ bench_steady_t bench_steady(bench_t *b, const bench_method_t *m, int steps)
                    (double)(a1.lib_allocs - a0.lib_allocs) / steps,
                    (double)(a1.lib_bytes - a0.lib_bytes) / steps};
     reduce_max(v, 6);
+    if (b->rank == 0 && b->alloc_herd && v[4] > 0) {
+        b->herd_alloc_windows++;
+        fprintf(stderr, "herd_bench: '%s': herd allocated %.2f times per step (%.0f bytes) in "
+                "%d back-to-back steps\n", m->label, v[4], v[5], steps);
+    }
     return (bench_steady_t){v[0], v[1], v[2], v[3], v[4], v[5]};
 }
 

@@ -27,6 +27,13 @@ enum {
 
 static int bad_value(const char *var, const char *value, const char *expected);
 
+int64_t herd__config_group_limit(const herd_config_t *cfg, int gpu)
+{
+    if (!gpu && cfg->chunk_bytes > 0 && cfg->chunk_bytes < cfg->fusion_threshold)
+        return cfg->chunk_bytes;
+    return cfg->fusion_threshold;
+}
+
 void herd__config_defaults(herd_config_t *cfg)
 {
     cfg->fusion_threshold = DEFAULT_FUSION_THRESHOLD;

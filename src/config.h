@@ -37,6 +37,13 @@ typedef struct herd_config {
 typedef const char *(*herd_env_lookup_fn)(const char *name);
 int herd__config_parse(herd_config_t *cfg, herd_env_lookup_fn lookup);
 
+/* The most bytes one fused group may hold: host tensors travel in buckets of HERD_CHUNK_BYTES
+ * when it is set below the fusion threshold (small ones packed a bucket at a time while it is in
+ * cache, big ones reduced where they lie in pieces of that size); GPU tensors fuse up to the
+ * fusion threshold. Backends size their fusion buffers to it once, so that no group in a
+ * training run's steady state grows one. */
+int64_t herd__config_group_limit(const herd_config_t *cfg, int gpu);
+
 /* Fills `cfg` with the defaults. */
 void herd__config_defaults(herd_config_t *cfg);
 

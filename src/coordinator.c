@@ -1022,16 +1022,6 @@ static void run_group(herd_coordinator_t *c, const herd_fusion_group_t *g)
     herd__handles_notify(c->d.handles);
 }
 
-/* Host tensors travel in buckets of HERD_CHUNK_BYTES when it is set below the fusion threshold:
- * small ones packed a bucket at a time while it is in cache, big ones reduced where they lie in
- * pieces of that size (see run_allreduce). GPU tensors fuse up to the fusion threshold. */
-static int64_t group_limit(const herd_config_t *cfg, int gpu)
-{
-    if (!gpu && cfg->chunk_bytes > 0 && cfg->chunk_bytes < cfg->fusion_threshold)
-        return cfg->chunk_bytes;
-    return cfg->fusion_threshold;
-}
-
 /* A stand-in for a ready slot this rank has no op for because it has joined: the slot's
  * attributes (the same on every rank), buffers chosen when its group runs. */
 static uint32_t make_phantom(herd_coordinator_t *c, int64_t slot)
@@ -1095,9 +1085,9 @@ static void execute_ready(herd_coordinator_t *c)
     int64_t nhost = collect_ready(c, 0, 0);
     int64_t nall = collect_ready(c, 1, nhost);
     int64_t nhost_groups = 0, ngpu_groups = 0;
-    herd__fusion_plan(c->items, nhost, group_limit(c->d.config, 0), &c->scratch, c->order,
+    herd__fusion_plan(c->items, nhost, herd__config_group_limit(c->d.config, 0), &c->scratch, c->order,
                       c->groups, &nhost_groups);
-    herd__fusion_plan(c->items + nhost, nall - nhost, group_limit(c->d.config, 1), &c->scratch,
+    herd__fusion_plan(c->items + nhost, nall - nhost, herd__config_group_limit(c->d.config, 1), &c->scratch,
                       c->order + nhost, c->groups + nhost_groups, &ngpu_groups);
     for (int64_t i = nhost; i < nall; i++)
         c->order[i] += nhost;
@@ -1197,6 +1187,9 @@ static void joined_bits(const herd_coordinator_t *c, uint64_t *bits)
             set_bit(bits, s);
 }
 
+/* Everything sized by the slot count grows here, when names are registered, and not in a later
+ * round: the stall inspector's vector and gather too, though its first check may come much
+ * later, in a training run's steady state. */
 static int grow_for_slots(herd_coordinator_t *c)
 {
     int64_t words = herd__negotiate_words(&c->neg);
@@ -1204,6 +1197,11 @@ static int grow_for_slots(herd_coordinator_t *c)
     if (rc == HERD_OK)
         rc = ensure((void **)&c->round_words, &c->round_words_cap, HEADER_WORDS + words,
                     sizeof(uint64_t));
+    if (rc == HERD_OK && c->stall_interval_ns > 0)
+        rc = ensure((void **)&c->stall_out, &c->stall_out_cap, 1 + words, sizeof(uint64_t));
+    if (rc == HERD_OK && c->stall_interval_ns > 0)
+        rc = herd__ctrl_allgather_reserve(c->d.ctrl, (size_t)c->size * (size_t)c->stall_out_cap *
+                                                         sizeof(uint64_t));
     return rc;
 }
 

@@ -443,6 +443,19 @@ int herd__ctrl_bcast(herd_ctrl_t *c, void *buf, size_t bytes, int root)
     return rc == MPI_SUCCESS ? HERD_OK : herd__ctrl_mpi_failed(rc, "control-plane MPI_Bcast");
 }
 
+int herd__ctrl_allgather_reserve(herd_ctrl_t *c, size_t bytes)
+{
+    if (bytes <= c->gathered_cap)
+        return HERD_OK;
+    char *g = realloc(c->gathered, bytes);
+    if (g == NULL)
+        return herd__status_set(HERD_ERR_NO_MEMORY, "cannot hold %zu bytes of negotiation "
+                                "messages", bytes);
+    c->gathered = g;
+    c->gathered_cap = bytes;
+    return HERD_OK;
+}
+
 int herd__ctrl_allgather(herd_ctrl_t *c, const char *mine, size_t len, const char *const **blobs,
                          const size_t **lens)
 {
@@ -459,14 +472,9 @@ int herd__ctrl_allgather(herd_ctrl_t *c, const char *mine, size_t len, const cha
         if (total > (size_t)INT32_MAX)
             return herd__status_set(HERD_ERR_INTERNAL, "negotiation messages exceed 2 GiB");
     }
-    if (total > c->gathered_cap) {
-        char *g = realloc(c->gathered, total);
-        if (g == NULL)
-            return herd__status_set(HERD_ERR_NO_MEMORY, "cannot hold %zu bytes of negotiation "
-                                    "messages", total);
-        c->gathered = g;
-        c->gathered_cap = total;
-    }
+    rc = herd__ctrl_allgather_reserve(c, total);
+    if (rc != HERD_OK)
+        return rc;
     rc = MPI_Allgatherv(mine, mylen, MPI_BYTE, c->gathered, c->counts, c->displs, MPI_BYTE,
                         c->comm);
     if (rc != MPI_SUCCESS)

@@ -59,6 +59,10 @@ int herd__ctrl_bcast(herd_ctrl_t *c, void *buf, size_t bytes, int root);
 int herd__ctrl_allgather(herd_ctrl_t *c, const char *mine, size_t len, const char *const **blobs,
                          const size_t **lens);
 
+/* Makes room for `bytes` of gathered messages in all, so that gathers up to that size (the stall
+ * inspector's, sized by the slots) never allocate. HERD_OK or HERD_ERR_NO_MEMORY. */
+int herd__ctrl_allgather_reserve(herd_ctrl_t *c, size_t bytes);
+
 /* Tells every other rank to start round `epoch`. */
 int herd__ctrl_wake_others(herd_ctrl_t *c, int64_t epoch);
 

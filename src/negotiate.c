@@ -247,10 +247,13 @@ static int64_t take_slot(herd_negotiator_t *n)
     int64_t old_cap = n->slots_cap;
     if (grow((void **)&n->slots, &n->slots_cap, n->nslots + 1, sizeof *n->slots))
         return -1;
-    /* Keep the free stack able to hold every slot, so eviction never needs to allocate. */
+    /* Keep the free stack able to hold every slot, so eviction never needs to allocate, and the
+     * ready list too, so a round in which more slots are ready than ever before does not. */
     if (n->slots_cap != old_cap) {
         void *f = realloc(n->free_slots, sizeof *n->free_slots * (size_t)n->slots_cap);
-        if (f == NULL) {
+        if (f == NULL || grow((void **)&n->ready, &n->ready_cap, n->slots_cap, sizeof *n->ready)) {
+            if (f != NULL)
+                n->free_slots = f;
             n->slots_cap = old_cap; /* the larger block is kept, only not counted */
             return -1;
         }

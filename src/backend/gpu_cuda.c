@@ -277,6 +277,7 @@ typedef struct gpu_backend {
     herd_ctrl_t *ctrl;      /* the agreement before each group */
     void *fusion;           /* device */
     size_t fusion_cap;
+    size_t fusion_min;      /* the first fusion buffer's size: the largest fused group */
     void *pinned; /* staging */
     size_t pinned_cap;
     int size;
@@ -711,11 +712,21 @@ static void gpu_copy(void *be, void *dst, const void *src, size_t n)
         g->copy_error = err;
 }
 
-/* Grows the device fusion buffer; called by gpu_before_group, before the agreement. */
+/* Grows the device fusion buffer; called by gpu_before_group, before the agreement. The first
+ * one has the largest fused group's size (HERD_FUSION_THRESHOLD), as Horovod's, so that no later
+ * group drains the stream and reallocates it; a smaller one when that much is not free. */
 static int grow_fusion(gpu_backend_t *g, size_t bytes)
 {
     if (bytes <= g->fusion_cap)
         return HERD_OK;
+    if (g->fusion == NULL && g->fusion_min > bytes) {
+        if (CU.Malloc(&g->fusion, g->fusion_min) == cudaSuccess) {
+            g->fusion_cap = g->fusion_min;
+            return HERD_OK;
+        }
+        g->fusion = NULL;
+        CU.GetLastError(); /* out of memory is not sticky: try the group's own size */
+    }
     /* Earlier groups may still use the old buffer. */
     int rc = drain_stream(g);
     if (rc != HERD_OK)
@@ -1032,6 +1043,7 @@ int herd__gpu_backend_create(herd_backend_t **out, herd_ctrl_t *ctrl, const herd
     g->ctrl = ctrl;
     g->size = herd__ctrl_size(ctrl);
     g->timeout_ms = cfg->stall_timeout_ms;
+    g->fusion_min = (size_t)herd__config_group_limit(cfg, 1);
     /* Every rank must agree before any collective of the GPU plane: one rank without a device
      * must fail the group everywhere, not leave the others inside NCCL. */
     int rc = open_device(g);

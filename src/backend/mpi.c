@@ -44,6 +44,7 @@ typedef struct mpi_backend {
     MPI_Op half_ops[2][HERD_NUM_OPS]; /* [0] fp16, [1] bf16; AVERAGE uses SUM's */
     void *fusion;
     size_t fusion_cap;
+    size_t fusion_min;      /* the first fusion buffer's size: the largest fused group */
     int *icounts, *idispls; /* 2 * size ints each: MPI's int counts, made once */
     herd_shm_t *shm;        /* the intra-node plane; NULL: MPI only */
     int shm_flat;           /* the plane spans every rank (no hosts beyond): the copy and
@@ -304,14 +305,21 @@ static void host_copy(void *be, void *dst, const void *src, size_t n)
     memcpy(dst, src, n);
 }
 
+/* Allocated when first needed (a process that never fuses holds none) at the largest fused
+ * group's size, so groups that grow from step to step as tensors become ready in different
+ * bunches never reallocate it in the steady state; only larger uses (gathers' results) grow it
+ * later. Pages are touched only as groups fill them. */
 static int host_fusion_buffer(herd_backend_t *be, size_t bytes, void **out)
 {
     mpi_backend_t *m = (mpi_backend_t *)be;
     if (bytes > m->fusion_cap) {
         /* 64-byte aligned: every dtype is aligned and vector loads do not split lines. */
         size_t cap = (bytes + 63) & ~(size_t)63;
+        size_t first = (m->fusion_min + 63) & ~(size_t)63;
         void *p = NULL;
-        if (posix_memalign(&p, 64, cap) != 0)
+        if (m->fusion == NULL && first > cap && posix_memalign(&p, 64, first) == 0)
+            cap = first;
+        else if (posix_memalign(&p, 64, cap) != 0)
             return herd__status_set(HERD_ERR_NO_MEMORY,
                                     "cannot allocate a %zu-byte fusion buffer", cap);
         free(m->fusion);
@@ -502,6 +510,7 @@ int herd__backend_mpi_create(herd_backend_t **out, const void *world, const herd
                                .fusion_buffer = host_fusion_buffer, .finish = host_finish,
                                .destroy = mpi_destroy};
     m->chunk_bytes = cfg->chunk_bytes;
+    m->fusion_min = (size_t)herd__config_group_limit(cfg, 0);
     m->win = MPI_WIN_NULL;
     m->cross = MPI_COMM_NULL;
     m->node = MPI_COMM_NULL;

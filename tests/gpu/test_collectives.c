@@ -292,8 +292,10 @@ static void test_host_and_gpu_together(void)
     free(host);
 }
 
-/* Fused groups of growing size (the device fusion buffer grows while older groups' results
- * are still being read), then a small one again. */
+/* Fused groups of growing size, then a small one again: one fusion buffer, made at the fusion
+ * threshold's size when a fused group first needs it, holds them all, so no group of a run's
+ * steady state waits for the stream to reallocate it (an uneven reduce-scatter past the
+ * threshold grows it: gpu_kinds.c). */
 static void test_fusion_buffer_grows(void)
 {
     for (int step = 1; step <= 4; step++) {

@@ -180,13 +180,16 @@ static void test_contexts(void)
 
 /* The fusion buffer's cudaMalloc fails on rank 1 only (as when a framework's caching allocator
  * holds the memory): every rank gets HERD_ERR_BACKEND for that group, nobody hangs, and the same
- * names work once memory is back. Rounds decide which tensors meet in a group, so the submit is
+ * names work once memory is back. The buffer is made once, when a fused group first needs it, so
+ * herd starts afresh first. Rounds decide which tensors meet in a group, so the submit is
  * repeated until a fused group has been tried. */
 static void test_fusion_malloc_fails_on_one_rank(void)
 {
     enum { K = 16 };
     int saw_failure = 0;
     char name[64];
+    MT_CHECK_STATUS(herd_shutdown(), HERD_OK);
+    MT_CHECK_STATUS(herd_init(), HERD_OK);
     for (int attempt = 0; attempt < 6 && !saw_failure; attempt++) {
         float *dev[K];
         herd_handle_t h[K];

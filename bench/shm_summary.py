@@ -3,8 +3,11 @@ rounds of each figure herd_bench computed within one launch (herd over the best 
 baseline, herd over the memory limit n*S/B, herd over MPI_Allreduce in the sweep, herd over MPI
 per size and kind in the collectives section), with the best and worst round. Sections the
 launches did not run are left out. Then every launch on its own line, with what tells the VM's
-state during it (MPI_Allreduce's busbw at the smallest swept size; the memcpy bandwidth beside
-it does not tell the states apart): medians over rounds mix launches taken in different states. Usage: python3 bench/shm_summary.py DIR"""
+state during it (MPI_Allreduce's busbw at the smallest swept size for the sweep, and for each
+workload the time of its baseline (a), MPI_Allreduce per tensor, in ms; the memcpy bandwidth
+beside them does not tell the states apart): medians over rounds mix launches taken in
+different states; the state may change between the sweep and the workloads of one launch.
+Usage: python3 bench/shm_summary.py DIR"""
 import glob
 import json
 import os
@@ -132,14 +135,16 @@ def per_launch(d, names):
                  " ".join(f"{x['herd_over_mpi']:.2f}" for x in sizes) or "-"]
         for name in names:
             w = [x for x in j.get("workloads", []) if x["name"] == name]
+            per_tensor = [m["wall_ms"]["median"] for m in (w[0]["methods"] if w else [])
+                          if m.get("label", "").startswith("(a)")]
             cells.append(f"{w[0]['herd_over_best_baseline']:.2f} / {w[0]['herd_over_limit']:.2f}"
-                         if w else "-")
+                         + (f" ({per_tensor[0]:.0f})" if per_tensor else "") if w else "-")
         rows.append(cells)
     if not rows:
         return
     print("\n== every launch, in the order they ran")
     print("| launch | memcpy GB/s | MPI busbw GB/s, smallest size | sweep herd / MPI by size | "
-          + " | ".join(f"{n}: herd / best MPI, / limit" for n in names) + " |")
+          + " | ".join(f"{n}: herd / best MPI, / limit ((a) ms)" for n in names) + " |")
     print("|---|---|---|---|" + "---|" * len(names))
     for r in rows:
         print("| " + " | ".join(r) + " |")

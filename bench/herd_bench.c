@@ -1012,6 +1012,15 @@ int main(int argc, char **argv)
     }
     b.alloc_ok = alloc_self_test();
     b.alloc_herd = b.alloc_ok && bench_alloc_track_library("libherd");
+    int counted_everywhere = 0;
+    MPI_Allreduce(&b.alloc_herd, &counted_everywhere, 1, MPI_INT, MPI_MIN, MPI_COMM_WORLD);
+    if (b.opt.strict_allocs && !counted_everywhere) {
+        if (b.rank == 0)
+            fprintf(stderr, "herd_bench: --strict-allocs, but herd's own allocations cannot be "
+                            "counted in this build (sanitizer, or libherd not found): skipped\n");
+        MPI_Finalize();
+        return 77; /* ctest: skipped */
+    }
     bench_watchdog_start(b.opt.timeout_ms);
 
     /* Reference: this process's idle CPU with MPI alone, before herd starts its thread. */

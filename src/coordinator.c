@@ -1085,10 +1085,12 @@ static void execute_ready(herd_coordinator_t *c)
     int64_t nhost = collect_ready(c, 0, 0);
     int64_t nall = collect_ready(c, 1, nhost);
     int64_t nhost_groups = 0, ngpu_groups = 0;
-    herd__fusion_plan(c->items, nhost, herd__config_group_limit(c->d.config, 0), &c->scratch, c->order,
-                      c->groups, &nhost_groups);
-    herd__fusion_plan(c->items + nhost, nall - nhost, herd__config_group_limit(c->d.config, 1), &c->scratch,
-                      c->order + nhost, c->groups + nhost_groups, &ngpu_groups);
+    int64_t host_limit = herd__config_group_limit(c->d.config, 0);
+    int64_t gpu_limit = herd__config_group_limit(c->d.config, 1);
+    herd__fusion_plan(c->items, nhost, host_limit, &c->scratch, c->order, c->groups,
+                      &nhost_groups);
+    herd__fusion_plan(c->items + nhost, nall - nhost, gpu_limit, &c->scratch, c->order + nhost,
+                      c->groups + nhost_groups, &ngpu_groups);
     for (int64_t i = nhost; i < nall; i++)
         c->order[i] += nhost;
     for (int64_t g = nhost_groups; g < nhost_groups + ngpu_groups; g++)
@@ -1199,9 +1201,10 @@ static int grow_for_slots(herd_coordinator_t *c)
                     sizeof(uint64_t));
     if (rc == HERD_OK && c->stall_interval_ns > 0)
         rc = ensure((void **)&c->stall_out, &c->stall_out_cap, 1 + words, sizeof(uint64_t));
-    if (rc == HERD_OK && c->stall_interval_ns > 0)
-        rc = herd__ctrl_allgather_reserve(c->d.ctrl, (size_t)c->size * (size_t)c->stall_out_cap *
-                                                         sizeof(uint64_t));
+    /* What every rank's 1 + words words make; the gather refuses more than 2 GiB anyway. */
+    size_t gathered = (size_t)c->size * (size_t)(1 + words) * sizeof(uint64_t);
+    if (rc == HERD_OK && c->stall_interval_ns > 0 && gathered <= (size_t)INT32_MAX)
+        rc = herd__ctrl_allgather_reserve(c->d.ctrl, gathered);
     return rc;
 }
 

@@ -339,23 +339,35 @@ static ncclRedOp_t nccl_op(int op)
 
 static int drain_stream(gpu_backend_t *g);
 
-/* Grows the pinned staging buffer before the group's agreement, never during a group. */
+/* Grows the pinned staging buffer before the group's agreement, never during a group. Like the
+ * fusion buffer it is made at the largest group's size, so that groups that differ from step to
+ * step do not drain the stream to regrow it; at the group's own size when that much cannot be
+ * pinned. */
 static int ensure_pinned(gpu_backend_t *g, size_t bytes)
 {
     if (bytes <= g->pinned_cap)
         return HERD_OK;
-    /* An earlier group's copy back to the device may still read it. */
-    int rc = drain_stream(g);
-    if (rc != HERD_OK)
-        return rc;
-    if (g->pinned != NULL)
+    if (g->pinned != NULL) {
+        /* An earlier group's copy back to the device may still read it. */
+        int rc = drain_stream(g);
+        if (rc != HERD_OK)
+            return rc;
         CU.FreeHost(g->pinned);
+    }
     g->pinned = NULL;
     g->pinned_cap = 0;
-    cudaError_t err = CU.MallocHost(&g->pinned, bytes);
-    if (err != cudaSuccess)
+    size_t size = g->fusion_min > bytes ? g->fusion_min : bytes;
+    cudaError_t err = CU.MallocHost(&g->pinned, size);
+    if (err != cudaSuccess && size > bytes) {
+        CU.GetLastError();
+        size = bytes;
+        err = CU.MallocHost(&g->pinned, size);
+    }
+    if (err != cudaSuccess) {
+        g->pinned = NULL;
         return cuda_failed(err, "cudaMallocHost for GPU staging");
-    g->pinned_cap = bytes;
+    }
+    g->pinned_cap = size;
     return HERD_OK;
 }
 
@@ -712,37 +724,39 @@ static void gpu_copy(void *be, void *dst, const void *src, size_t n)
         g->copy_error = err;
 }
 
-/* Grows the device fusion buffer; called by gpu_before_group, before the agreement. The first
- * one has the largest fused group's size (HERD_FUSION_THRESHOLD), as Horovod's, so that no later
- * group drains the stream and reallocates it; a smaller one when that much is not free. */
+/* Grows the device fusion buffer; called by gpu_before_group, before the agreement. It is made
+ * at the largest fused group's size (HERD_FUSION_THRESHOLD), as Horovod's, so that no later group
+ * drains the stream and reallocates it; at the group's own size when that much is not free (the
+ * largest size is tried again at the next growth). Only an uneven reduce-scatter past the
+ * threshold grows it further. */
 static int grow_fusion(gpu_backend_t *g, size_t bytes)
 {
     if (bytes <= g->fusion_cap)
         return HERD_OK;
-    if (g->fusion == NULL && g->fusion_min > bytes) {
-        if (CU.Malloc(&g->fusion, g->fusion_min) == cudaSuccess) {
-            g->fusion_cap = g->fusion_min;
-            return HERD_OK;
-        }
+    if (g->fusion != NULL) {
+        /* Earlier groups may still use the old buffer. */
+        int rc = drain_stream(g);
+        if (rc != HERD_OK)
+            return rc;
+        cudaError_t err = CU.Free(g->fusion);
         g->fusion = NULL;
-        CU.GetLastError(); /* out of memory is not sticky: try the group's own size */
+        g->fusion_cap = 0;
+        if (err != cudaSuccess)
+            return cuda_failed(err, "cudaFree of the GPU fusion buffer");
     }
-    /* Earlier groups may still use the old buffer. */
-    int rc = drain_stream(g);
-    if (rc != HERD_OK)
-        return rc;
-    cudaError_t err = cudaSuccess;
-    if (g->fusion != NULL)
-        err = CU.Free(g->fusion);
-    g->fusion = NULL;
-    g->fusion_cap = 0;
-    if (err == cudaSuccess)
-        err = CU.Malloc(&g->fusion, bytes);
+    size_t size = g->fusion_min > bytes ? g->fusion_min : bytes;
+    cudaError_t err = CU.Malloc(&g->fusion, size);
+    if (err != cudaSuccess && size > bytes) {
+        CU.GetLastError(); /* out of memory is not sticky: try the group's own size */
+        size = bytes;
+        err = CU.Malloc(&g->fusion, size);
+    }
     if (err != cudaSuccess) {
+        g->fusion = NULL;
         CU.GetLastError(); /* out of memory is not sticky: do not leave it to the application */
         return cuda_failed(err, "cudaMalloc of the GPU fusion buffer");
     }
-    g->fusion_cap = bytes;
+    g->fusion_cap = size;
     return HERD_OK;
 }
 

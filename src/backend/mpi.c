@@ -308,17 +308,18 @@ static void host_copy(void *be, void *dst, const void *src, size_t n)
 /* Allocated when first needed (a process that never fuses holds none) at the largest fused
  * group's size, so groups that grow from step to step as tensors become ready in different
  * bunches never reallocate it in the steady state; only larger uses (gathers' results) grow it
- * later. Pages are touched only as groups fill them. */
+ * later. Pages are touched only as groups fill them. When that much cannot be had, the group's
+ * own size, and the largest size is tried again at the next growth. */
 static int host_fusion_buffer(herd_backend_t *be, size_t bytes, void **out)
 {
     mpi_backend_t *m = (mpi_backend_t *)be;
     if (bytes > m->fusion_cap) {
         /* 64-byte aligned: every dtype is aligned and vector loads do not split lines. */
         size_t cap = (bytes + 63) & ~(size_t)63;
-        size_t first = (m->fusion_min + 63) & ~(size_t)63;
+        size_t most = (m->fusion_min + 63) & ~(size_t)63;
         void *p = NULL;
-        if (m->fusion == NULL && first > cap && posix_memalign(&p, 64, first) == 0)
-            cap = first;
+        if (most > cap && posix_memalign(&p, 64, most) == 0)
+            cap = most;
         else if (posix_memalign(&p, 64, cap) != 0)
             return herd__status_set(HERD_ERR_NO_MEMORY,
                                     "cannot allocate a %zu-byte fusion buffer", cap);

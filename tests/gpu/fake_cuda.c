@@ -40,6 +40,7 @@ static atomic_int nccl_hang;              /* collectives never complete (until a
 static atomic_int nccl_async_error;       /* ncclCommGetAsyncError reports an error */
 static atomic_int aborted;                /* ncclCommAbort was called */
 static atomic_long collective_delay_ms;   /* a collective keeps its stream busy this long */
+static atomic_long malloc_refused;        /* cudaMallocs failed by fail_malloc_min_bytes */
 
 int herd_fake_cuda_inject(const char *what, long value)
 {
@@ -212,8 +213,10 @@ static int lookup(const void *p, alloc_t *out)
 cudaError_t cudaMalloc(void **ptr, size_t bytes)
 {
     long min = atomic_load(&fail_malloc_min_bytes);
-    if (min > 0 && bytes >= (size_t)min)
+    if (min > 0 && bytes >= (size_t)min) {
+        atomic_fetch_add(&malloc_refused, 1);
         return cudaErrorMemoryAllocation;
+    }
     return remember(ptr, bytes, current_device_for_work(), 0);
 }
 
@@ -331,6 +334,8 @@ static fake_stream_t legacy_stream;
 static atomic_int streams_created;
 
 int herd_fake_cuda_streams_created(void) { return atomic_load(&streams_created); }
+
+long herd_fake_cuda_malloc_refused(void) { return atomic_load(&malloc_refused); }
 enum { MAX_STREAMS = 256 };
 static fake_stream_t *streams[MAX_STREAMS];
 static pthread_mutex_t stream_lock = PTHREAD_MUTEX_INITIALIZER;

@@ -21,6 +21,9 @@ int herd_fake_cuda_current_device(void);
 /* How many streams cudaStreamCreate(WithFlags) made in this process. */
 int herd_fake_cuda_streams_created(void);
 
+/* cudaMallocs that fail_malloc_min_bytes has failed in this process so far. */
+long herd_fake_cuda_malloc_refused(void);
+
 /* Makes no context current on the calling thread (cuCtxSetCurrent(NULL)). */
 void herd_fake_cuda_unbind(void);
 

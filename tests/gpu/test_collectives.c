@@ -296,7 +296,7 @@ static void test_host_and_gpu_together(void)
  * threshold's size when a fused group first needs it, holds them all, so no group of a run's
  * steady state waits for the stream to reallocate it (an uneven reduce-scatter past the
  * threshold grows it: gpu_kinds.c). */
-static void test_fusion_buffer_grows(void)
+static void test_fused_groups_of_growing_size(void)
 {
     for (int step = 1; step <= 4; step++) {
         int n = 4 * step;
@@ -358,7 +358,7 @@ int main(int argc, char **argv)
         {"broadcast_every_root_at_once", test_broadcast_every_root_at_once},
         {"broadcast_each_root_in_turn", test_broadcast_each_root_in_turn},
         {"host_and_gpu_together", test_host_and_gpu_together},
-        {"fusion_buffer_grows", test_fusion_buffer_grows},
+        {"fused_groups_of_growing_size", test_fused_groups_of_growing_size},
         {"other_kinds", gt_test_other_kinds},
         {"restart", test_restart},
     };

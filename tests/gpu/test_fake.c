@@ -227,6 +227,51 @@ static void test_fusion_malloc_fails_on_one_rank(void)
     MT_CHECK_STATUS(sum_once("fake.oom.0", N, mt_mix(60), 1), HERD_OK);
 }
 
+/* The threshold-sized fusion buffer cannot be had on rank 1 (a cudaMalloc of 64 KiB fails there,
+ * smaller ones do not): that rank makes one of the group's own size, and every group still
+ * succeeds, exactly, on every rank. Fused groups, which alone need the buffer, form as rounds
+ * decide, so the submit is repeated until rank 1 has been refused once. NCCL only: the staging
+ * path stages through pinned memory. */
+static void test_fusion_buffer_falls_back(void)
+{
+    if (!gt_nccl) {
+        if (mt_rank == 0)
+            printf("fusion_buffer_falls_back: NCCL only\n");
+        return;
+    }
+    enum { K = 12 };
+    char name[64];
+    MT_CHECK_STATUS(herd_shutdown(), HERD_OK);
+    MT_CHECK_STATUS(herd_init(), HERD_OK);
+    long refused_before = herd_fake_cuda_malloc_refused();
+    int fell_back = 0;
+    for (int attempt = 0; attempt < 6 && !fell_back; attempt++) {
+        float *dev[K];
+        herd_handle_t h[K];
+        for (int i = 0; i < K; i++)
+            dev[i] = device_filled(N, mt_mix((uint64_t)(70 + i)));
+        if (mt_rank == 1)
+            herd_fake_cuda_inject("fail_malloc_min_bytes", 65536); /* HERD_FUSION_THRESHOLD */
+        for (int i = 0; i < K; i++) {
+            snprintf(name, sizeof name, "fake.fallback.%d", i);
+            MT_CHECK_STATUS(herd_push_pull(name, dev[i], dev[i], N, HERD_FLOAT32, HERD_SUM,
+                                           gt_device, &h[i]),
+                            HERD_OK);
+        }
+        for (int i = 0; i < K; i++) {
+            snprintf(name, sizeof name, "fake.fallback.%d", i);
+            MT_CHECK_STATUS(mt_wait(h[i], name), HERD_OK);
+            MT_CHECK(check_sum(dev[i], N, mt_mix((uint64_t)(70 + i)), name));
+        }
+        herd_fake_cuda_inject("fail_malloc_min_bytes", 0);
+        for (int i = 0; i < K; i++)
+            GT_CUDA(cudaFree(dev[i]));
+        int mine = mt_rank != 1 || herd_fake_cuda_malloc_refused() > refused_before;
+        MPI_Allreduce(&mine, &fell_back, 1, MPI_INT, MPI_MIN, MPI_COMM_WORLD);
+    }
+    MT_CHECK(fell_back);
+}
+
 /* cudaStreamWaitEvent on a producer's event fails on rank 0 only. */
 static void test_stream_wait_fails_on_one_rank(void)
 {
@@ -351,6 +396,7 @@ int main(int argc, char **argv)
         {"exact_results", test_exact_results},
         {"contexts", test_contexts},
         {"fusion_malloc_fails_on_one_rank", test_fusion_malloc_fails_on_one_rank},
+        {"fusion_buffer_falls_back", test_fusion_buffer_falls_back},
         {"stream_wait_fails_on_one_rank", test_stream_wait_fails_on_one_rank},
         {"device_work_does_not_block_herd", test_device_work_does_not_block_herd},
         {"other_kinds_on_the_device", gt_test_other_kinds},

@@ -1199,11 +1199,12 @@ static int grow_for_slots(herd_coordinator_t *c)
     if (rc == HERD_OK)
         rc = ensure((void **)&c->round_words, &c->round_words_cap, HEADER_WORDS + words,
                     sizeof(uint64_t));
-    if (rc == HERD_OK && c->stall_interval_ns > 0)
-        rc = ensure((void **)&c->stall_out, &c->stall_out_cap, 1 + words, sizeof(uint64_t));
+    if (rc != HERD_OK || c->stall_interval_ns <= 0)
+        return rc;
+    rc = ensure((void **)&c->stall_out, &c->stall_out_cap, 1 + words, sizeof(uint64_t));
     /* What every rank's 1 + words words make; the gather refuses more than 2 GiB anyway. */
     size_t gathered = (size_t)c->size * (size_t)(1 + words) * sizeof(uint64_t);
-    if (rc == HERD_OK && c->stall_interval_ns > 0 && gathered <= (size_t)INT32_MAX)
+    if (rc == HERD_OK && gathered <= (size_t)INT32_MAX)
         rc = herd__ctrl_allgather_reserve(c->d.ctrl, gathered);
     return rc;
 }

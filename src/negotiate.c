@@ -251,13 +251,12 @@ static int64_t take_slot(herd_negotiator_t *n)
      * ready list too, so a round in which more slots are ready than ever before does not. */
     if (n->slots_cap != old_cap) {
         void *f = realloc(n->free_slots, sizeof *n->free_slots * (size_t)n->slots_cap);
+        if (f != NULL)
+            n->free_slots = f;
         if (f == NULL || grow((void **)&n->ready, &n->ready_cap, n->slots_cap, sizeof *n->ready)) {
-            if (f != NULL)
-                n->free_slots = f;
-            n->slots_cap = old_cap; /* the larger block is kept, only not counted */
+            n->slots_cap = old_cap; /* the larger blocks are kept, only not counted */
             return -1;
         }
-        n->free_slots = f;
     }
     memset(&n->slots[n->nslots], 0, sizeof *n->slots);
     return n->nslots++;

@@ -277,7 +277,8 @@ typedef struct gpu_backend {
     herd_ctrl_t *ctrl;      /* the agreement before each group */
     void *fusion;           /* device */
     size_t fusion_cap;
-    size_t fusion_min;      /* the first fusion buffer's size: the largest fused group */
+    size_t fusion_min;      /* the size the fusion and staging buffers are made at (when
+                             * they can be): the largest fused group */
     void *pinned; /* staging */
     size_t pinned_cap;
     int size;
@@ -339,6 +340,23 @@ static ncclRedOp_t nccl_op(int op)
 
 static int drain_stream(gpu_backend_t *g);
 
+/* Allocates `most` bytes with `alloc` (CU.Malloc or CU.MallocHost), or `bytes` (<= most) when
+ * that much cannot be had; *got says which. Out of memory is not left sticky. */
+static cudaError_t alloc_most(cudaError_t (*alloc)(void **, size_t), void **p, size_t most,
+                              size_t bytes, size_t *got)
+{
+    cudaError_t err = alloc(p, most);
+    *got = most;
+    if (err != cudaSuccess && most > bytes) {
+        CU.GetLastError();
+        *got = bytes;
+        err = alloc(p, bytes);
+    }
+    if (err != cudaSuccess)
+        *p = NULL;
+    return err;
+}
+
 /* Grows the pinned staging buffer before the group's agreement, never during a group. Like the
  * fusion buffer it is made at the largest group's size, so that groups that differ from step to
  * step do not drain the stream to regrow it; at the group's own size when that much cannot be
@@ -356,18 +374,12 @@ static int ensure_pinned(gpu_backend_t *g, size_t bytes)
     }
     g->pinned = NULL;
     g->pinned_cap = 0;
-    size_t size = g->fusion_min > bytes ? g->fusion_min : bytes;
-    cudaError_t err = CU.MallocHost(&g->pinned, size);
-    if (err != cudaSuccess && size > bytes) {
-        CU.GetLastError();
-        size = bytes;
-        err = CU.MallocHost(&g->pinned, size);
-    }
-    if (err != cudaSuccess) {
-        g->pinned = NULL;
+    size_t got;
+    cudaError_t err = alloc_most(CU.MallocHost, &g->pinned,
+                                 g->fusion_min > bytes ? g->fusion_min : bytes, bytes, &got);
+    if (err != cudaSuccess)
         return cuda_failed(err, "cudaMallocHost for GPU staging");
-    }
-    g->pinned_cap = size;
+    g->pinned_cap = got;
     return HERD_OK;
 }
 
@@ -744,19 +756,14 @@ static int grow_fusion(gpu_backend_t *g, size_t bytes)
         if (err != cudaSuccess)
             return cuda_failed(err, "cudaFree of the GPU fusion buffer");
     }
-    size_t size = g->fusion_min > bytes ? g->fusion_min : bytes;
-    cudaError_t err = CU.Malloc(&g->fusion, size);
-    if (err != cudaSuccess && size > bytes) {
-        CU.GetLastError(); /* out of memory is not sticky: try the group's own size */
-        size = bytes;
-        err = CU.Malloc(&g->fusion, size);
-    }
+    size_t got;
+    cudaError_t err = alloc_most(CU.Malloc, &g->fusion,
+                                 g->fusion_min > bytes ? g->fusion_min : bytes, bytes, &got);
     if (err != cudaSuccess) {
-        g->fusion = NULL;
         CU.GetLastError(); /* out of memory is not sticky: do not leave it to the application */
         return cuda_failed(err, "cudaMalloc of the GPU fusion buffer");
     }
-    g->fusion_cap = size;
+    g->fusion_cap = got;
     return HERD_OK;
 }
 

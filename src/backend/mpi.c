@@ -44,7 +44,8 @@ typedef struct mpi_backend {
     MPI_Op half_ops[2][HERD_NUM_OPS]; /* [0] fp16, [1] bf16; AVERAGE uses SUM's */
     void *fusion;
     size_t fusion_cap;
-    size_t fusion_min;      /* the first fusion buffer's size: the largest fused group */
+    size_t fusion_min;      /* the size the fusion buffer is made at (when it can be): the
+                             * largest fused group */
     int *icounts, *idispls; /* 2 * size ints each: MPI's int counts, made once */
     herd_shm_t *shm;        /* the intra-node plane; NULL: MPI only */
     int shm_flat;           /* the plane spans every rank (no hosts beyond): the copy and

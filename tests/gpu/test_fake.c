@@ -178,6 +178,15 @@ static void test_contexts(void)
     MT_CHECK(herd_fake_cuda_current_device() == gt_device);
 }
 
+/* Tests of what only the NCCL plane does: 1 (after rank 0 says why) where the suite runs the
+ * staging plane. */
+static int skipped_without_nccl(const char *why)
+{
+    if (!gt_nccl && mt_rank == 0)
+        printf("%s\n", why);
+    return !gt_nccl;
+}
+
 /* The fusion buffer's cudaMalloc fails on rank 1 only (as when a framework's caching allocator
  * holds the memory): every rank gets HERD_ERR_BACKEND for that group, nobody hangs, and the same
  * names work once memory is back. The buffer is made once, when a fused group first needs it, so
@@ -234,11 +243,8 @@ static void test_fusion_malloc_fails_on_one_rank(void)
  * path stages through pinned memory. */
 static void test_fusion_buffer_falls_back(void)
 {
-    if (!gt_nccl) {
-        if (mt_rank == 0)
-            printf("fusion_buffer_falls_back: NCCL only\n");
+    if (skipped_without_nccl("fusion_buffer_falls_back: NCCL only"))
         return;
-    }
     enum { K = 12 };
     char name[64];
     MT_CHECK_STATUS(herd_shutdown(), HERD_OK);
@@ -290,11 +296,8 @@ static void test_stream_wait_fails_on_one_rank(void)
  * staging path copies back asynchronously too, but its delay is not modelled.) */
 static void test_device_work_does_not_block_herd(void)
 {
-    if (!gt_nccl) {
-        if (mt_rank == 0)
-            printf("device_work_does_not_block_herd: NCCL only\n");
+    if (skipped_without_nccl("device_work_does_not_block_herd: NCCL only"))
         return;
-    }
     enum { DELAY_MS = 2000 };
     float *dev = device_filled(N, mt_mix(80));
     cudaStream_t consumer;
@@ -336,11 +339,9 @@ static void test_device_work_does_not_block_herd(void)
  * GPU plane is then stopped (later GPU ops fail), host ops still work. Runs last. */
 static void test_hung_collective_is_aborted(void)
 {
-    if (!gt_nccl) {
-        if (mt_rank == 0)
-            printf("hung_collective_is_aborted: NCCL only (the staging path has no async error)\n");
+    if (skipped_without_nccl("hung_collective_is_aborted: NCCL only (the staging path has no "
+                             "async error)"))
         return;
-    }
     herd_fake_cuda_inject("nccl_hang", 1);
     if (mt_rank == 1)
         herd_fake_cuda_inject("nccl_async_error", 1);

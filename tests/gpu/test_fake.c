@@ -187,6 +187,32 @@ static int skipped_without_nccl(const char *why)
     return !gt_nccl;
 }
 
+/* A batch of K tensors of N floats, filled from salt + i and submitted at once as prefix.i, so
+ * that rounds may fuse them, after rank 1's cudaMallocs of fail_bytes or more are made to fail.
+ * end_batch lifts the failure and frees them. */
+static void start_batch(int k, float **dev, herd_handle_t *h, uint64_t salt, const char *prefix,
+                        long fail_bytes)
+{
+    char name[64];
+    for (int i = 0; i < k; i++)
+        dev[i] = device_filled(N, mt_mix(salt + (uint64_t)i));
+    if (mt_rank == 1)
+        herd_fake_cuda_inject("fail_malloc_min_bytes", fail_bytes);
+    for (int i = 0; i < k; i++) {
+        snprintf(name, sizeof name, "%s.%d", prefix, i);
+        MT_CHECK_STATUS(herd_push_pull(name, dev[i], dev[i], N, HERD_FLOAT32, HERD_SUM,
+                                       gt_device, &h[i]),
+                        HERD_OK);
+    }
+}
+
+static void end_batch(int k, float **dev)
+{
+    herd_fake_cuda_inject("fail_malloc_min_bytes", 0);
+    for (int i = 0; i < k; i++)
+        GT_CUDA(cudaFree(dev[i]));
+}
+
 /* The fusion buffer's cudaMalloc fails on rank 1 only (as when a framework's caching allocator
  * holds the memory): every rank gets HERD_ERR_BACKEND for that group, nobody hangs, and the same
  * names work once memory is back. The buffer is made once, when a fused group first needs it, so
@@ -202,16 +228,7 @@ static void test_fusion_malloc_fails_on_one_rank(void)
     for (int attempt = 0; attempt < 6 && !saw_failure; attempt++) {
         float *dev[K];
         herd_handle_t h[K];
-        for (int i = 0; i < K; i++)
-            dev[i] = device_filled(N, mt_mix((uint64_t)(50 + i)));
-        if (mt_rank == 1)
-            herd_fake_cuda_inject("fail_malloc_min_bytes", 1); /* every cudaMalloc from now */
-        for (int i = 0; i < K; i++) {
-            snprintf(name, sizeof name, "fake.oom.%d", i);
-            MT_CHECK_STATUS(herd_push_pull(name, dev[i], dev[i], N, HERD_FLOAT32, HERD_SUM,
-                                           gt_device, &h[i]),
-                            HERD_OK);
-        }
+        start_batch(K, dev, h, 50, "fake.oom", 1); /* rank 1: every cudaMalloc from now */
         for (int i = 0; i < K; i++) {
             snprintf(name, sizeof name, "fake.oom.%d", i);
             int rc = herd_wait_handle(h[i], -1);
@@ -228,9 +245,7 @@ static void test_fusion_malloc_fails_on_one_rank(void)
                 MT_CHECK(check_sum(dev[i], N, mt_mix((uint64_t)(50 + i)), name));
             }
         }
-        herd_fake_cuda_inject("fail_malloc_min_bytes", 0);
-        for (int i = 0; i < K; i++)
-            GT_CUDA(cudaFree(dev[i]));
+        end_batch(K, dev);
     }
     MT_CHECK(saw_failure);
     MT_CHECK_STATUS(sum_once("fake.oom.0", N, mt_mix(60), 1), HERD_OK);
@@ -254,24 +269,13 @@ static void test_fusion_buffer_falls_back(void)
     for (int attempt = 0; attempt < 6 && !fell_back; attempt++) {
         float *dev[K];
         herd_handle_t h[K];
-        for (int i = 0; i < K; i++)
-            dev[i] = device_filled(N, mt_mix((uint64_t)(70 + i)));
-        if (mt_rank == 1)
-            herd_fake_cuda_inject("fail_malloc_min_bytes", 65536); /* HERD_FUSION_THRESHOLD */
-        for (int i = 0; i < K; i++) {
-            snprintf(name, sizeof name, "fake.fallback.%d", i);
-            MT_CHECK_STATUS(herd_push_pull(name, dev[i], dev[i], N, HERD_FLOAT32, HERD_SUM,
-                                           gt_device, &h[i]),
-                            HERD_OK);
-        }
+        start_batch(K, dev, h, 70, "fake.fallback", 65536); /* HERD_FUSION_THRESHOLD */
         for (int i = 0; i < K; i++) {
             snprintf(name, sizeof name, "fake.fallback.%d", i);
             MT_CHECK_STATUS(mt_wait(h[i], name), HERD_OK);
             MT_CHECK(check_sum(dev[i], N, mt_mix((uint64_t)(70 + i)), name));
         }
-        herd_fake_cuda_inject("fail_malloc_min_bytes", 0);
-        for (int i = 0; i < K; i++)
-            GT_CUDA(cudaFree(dev[i]));
+        end_batch(K, dev);
         int mine = mt_rank != 1 || herd_fake_cuda_malloc_refused() > refused_before;
         MPI_Allreduce(&mine, &fell_back, 1, MPI_INT, MPI_MIN, MPI_COMM_WORLD);
     }
